@@ -1,0 +1,47 @@
+"""Anonymous counting of devices whose owners did not opt in.
+
+A device that does not resolve to a consenting shopper is only ever counted. Its identifier is
+hashed with a keyed BLAKE2b whose key is random, lives in memory only, and is replaced (the old
+one destroyed with every digest made under it) at each rotation boundary, so no pseudonym
+outlives the period and none can be recomputed later. The caller supplies the time; nothing
+here touches the disk, the network or a log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+
+__all__ = ["AnonymousCounter"]
+
+
+class AnonymousCounter:
+    """Distinct devices per zone within the current rotation period (default: one day, UTC)."""
+
+    __slots__ = ("_entropy", "_key", "_period", "_period_s", "_seen")
+
+    def __init__(
+        self, period_s: float = 86_400.0, entropy: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self._period_s = period_s
+        self._entropy = entropy
+        self._key = b""
+        self._period = -1
+        self._seen: dict[str, set[bytes]] = {}
+
+    def observe(self, zone: str, device: bytes, now: float) -> None:
+        self._rotate(now)
+        digest = hashlib.blake2b(device, key=self._key, digest_size=8).digest()
+        self._seen.setdefault(zone, set()).add(digest)
+
+    def counts(self, now: float) -> dict[str, int]:
+        self._rotate(now)
+        return {zone: len(digests) for zone, digests in self._seen.items()}
+
+    def _rotate(self, now: float) -> None:
+        period = int(now // self._period_s)
+        if period != self._period:
+            self._period = period
+            self._key = self._entropy(32)
+            self._seen = {}

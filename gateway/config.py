@@ -1,0 +1,300 @@
+"""One typed configuration, read once at start-up, failing fast.
+
+Sources, later ones winning:
+
+1. built-in defaults (the ``Config`` structs below);
+2. a TOML file, when one is given (``moments run --config FILE`` or ``MOMENTS_CONFIG``);
+3. environment variables: ``MOMENTS_<KEY>`` for a top-level key (``MOMENTS_DATA_DIR``) and
+   ``MOMENTS_<SECTION>__<KEY>`` for a key in a table (``MOMENTS_BROKER__PORT=1884``). Values
+   are read as TOML literals when they parse as one (numbers, booleans, arrays), else as text.
+
+Any problem raises :class:`~gateway.errors.ConfigError` naming the source, the key, the value
+and what was expected. ``deploy/moments.example.toml`` documents every key line by line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "BrokerConfig",
+    "Config",
+    "HttpConfig",
+    "IngestConfig",
+    "KioskConfig",
+    "LogConfig",
+    "PresenceConfig",
+    "RadioConfig",
+    "StoreConfig",
+    "ZoneConfig",
+    "load_config",
+]
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Rssi = Annotated[int, msgspec.Meta(ge=-127, le=20)]
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+_ENV_PREFIX = "MOMENTS_"
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class BrokerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    connect_timeout_s: Positive = 5.0
+    backoff_min_s: Positive = 0.5
+    backoff_max_s: Positive = 30.0
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 3600
+    topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+]+[^/#+]$")] = "moments/v1"
+
+
+class StoreConfig(_Section):
+    map_size_mb: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1024
+    commit_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class IngestConfig(_Section):
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 65_536
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
+    queue_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+
+
+class PresenceConfig(_Section):
+    enter_rssi_dbm: Rssi = -80
+    exit_rssi_dbm: Rssi = -90
+    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.4
+    leave_after_s: Positive = 8.0
+
+
+class RadioConfig(_Section):
+    enabled: bool = True
+    zone: str = ""
+
+
+class ZoneConfig(_Section):
+    id: Ident
+    name: str = ""
+    nodes: list[Ident] = msgspec.field(default_factory=list)
+
+
+class KioskConfig(_Section):
+    id: Ident
+    zone: Ident
+    name: str = ""
+
+
+class Config(_Section):
+    store_id: Ident = "store-1"
+    data_dir: str = "./var"
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
+    radio: RadioConfig = msgspec.field(default_factory=RadioConfig)
+    zones: list[ZoneConfig] = msgspec.field(default_factory=list)
+    kiosks: list[KioskConfig] = msgspec.field(default_factory=list)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or f"moments-gw-{self.store_id}"
+
+    def zone_of_node(self) -> dict[str, str]:
+        return {node: zone.id for zone in self.zones for node in zone.nodes}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the file (if any), apply environment overrides, validate, and return the config."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("MOMENTS_CONFIG"):
+        path = env["MOMENTS_CONFIG"]
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        raw = _read_toml(Path(path))
+    overrides = _env_overrides(env)
+    for (section, key), value in overrides.items():
+        if section is None:
+            raw[key] = value
+        else:
+            table = raw.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError("environment", section, table, "a table")
+            table[key] = value
+    if overrides:
+        source = f"{source} + environment" if path is not None else "environment"
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _translate(source, raw, exc) from exc
+    _check_cross_references(source, config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "(file)", str(path), "an existing TOML file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(file)", str(exc), "valid TOML") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", exc.strerror, "a readable file") from exc
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str | None, str], Any]:
+    fields = set(Config.__struct_fields__)
+    out: dict[tuple[str | None, str], Any] = {}
+    for name, text in env.items():
+        if not name.startswith(_ENV_PREFIX) or name == "MOMENTS_CONFIG":
+            continue
+        rest = name[len(_ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition("__")
+        if sep and section in fields:
+            out[(section, key)] = _env_value(text)
+        elif not sep and rest in fields:
+            out[(None, rest)] = _env_value(text)
+    return out
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _translate(source: str, raw: Mapping[str, Any], exc: msgspec.ValidationError) -> ConfigError:
+    """Turn msgspec's message into one that names the key, the value and the expectation."""
+    message = str(exc)
+    match = _PATH.search(message)
+    path = match.group("path") if match else ""
+    expected = message[: match.start()] if match else message
+    key = path.lstrip(".") or "(top level)"
+    if expected.startswith("Object contains unknown field"):
+        unknown = expected.split("`")[1]
+        key = f"{key}.{unknown}" if path else unknown
+        return ConfigError(source, key, _lookup(raw, path + "." + unknown), "a known key")
+    return ConfigError(source, key, _lookup(raw, path), _expectation(expected, path))
+
+
+def _expectation(message: str, path: str) -> str:
+    """Rephrase msgspec's ``Expected `int` <= 65535, got `str``` as an expectation."""
+    if message.startswith("Invalid enum value"):
+        options = _literal_options(path)
+        return f"one of {options}" if options else "one of the allowed values"
+    text = message.removeprefix("Expected ").split(", got ")[0]
+    text = text.replace("`int`", "an integer").replace("`float`", "a number")
+    text = text.replace("`str`", "text").replace("`bool`", "true or false")
+    text = text.replace("`array`", "an array").replace("`object`", "a table")
+    return text.replace("`", "")
+
+
+def _literal_options(path: str) -> list[str]:
+    hint: Any = Config
+    for name, index in _STEP.findall(path):
+        if index:
+            args = get_args(hint)
+            hint = args[0] if args else None
+        else:
+            hints = get_type_hints(hint, include_extras=True) if isinstance(hint, type) else {}
+            hint = hints.get(name)
+        while get_origin(hint) is Annotated:
+            hint = get_args(hint)[0]
+    return [str(option) for option in get_args(hint)] if get_origin(hint) is Literal else []
+
+
+_STEP = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")
+
+
+def _lookup(raw: Mapping[str, Any], path: str) -> object:
+    node: object = raw
+    for name, index in _STEP.findall(path):
+        if name and isinstance(node, Mapping):
+            node = node.get(name)
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    return node
+
+
+def _check_cross_references(source: str, config: Config) -> None:
+    if config.presence.exit_rssi_dbm >= config.presence.enter_rssi_dbm:
+        raise ConfigError(
+            source,
+            "presence.exit_rssi_dbm",
+            config.presence.exit_rssi_dbm,
+            f"a value below presence.enter_rssi_dbm ({config.presence.enter_rssi_dbm})",
+        )
+    if config.broker.backoff_max_s < config.broker.backoff_min_s:
+        raise ConfigError(
+            source,
+            "broker.backoff_max_s",
+            config.broker.backoff_max_s,
+            f"at least broker.backoff_min_s ({config.broker.backoff_min_s})",
+        )
+    zones: set[str] = set()
+    nodes: set[str] = set()
+    for i, zone in enumerate(config.zones):
+        if zone.id in zones:
+            raise ConfigError(source, f"zones[{i}].id", zone.id, "a zone id not used before")
+        zones.add(zone.id)
+        for node in zone.nodes:
+            if node in nodes:
+                raise ConfigError(
+                    source, f"zones[{i}].nodes", node, "a scanner node listed in one zone only"
+                )
+            nodes.add(node)
+    if config.radio.zone and config.radio.zone not in zones:
+        raise ConfigError(source, "radio.zone", config.radio.zone, f"one of the zones {sorted(zones)}")
+    kiosks: set[str] = set()
+    for i, kiosk in enumerate(config.kiosks):
+        if kiosk.id in kiosks:
+            raise ConfigError(source, f"kiosks[{i}].id", kiosk.id, "a kiosk id not used before")
+        kiosks.add(kiosk.id)
+        if kiosk.zone not in zones:
+            raise ConfigError(
+                source, f"kiosks[{i}].zone", kiosk.zone, f"one of the zones {sorted(zones)}"
+            )

@@ -1,0 +1,75 @@
+"""Deciding what a kiosk shows: a pure function of the shopper, their consent, the offers and
+the time. No I/O; the caller reads the store and passes the records in.
+
+The foundation's single rule, applied in this order, each step keeping its reason:
+
+1. no shopper, no active ``presence`` consent, or a standing "no marketing" objection:
+   generic content only;
+2. without ``personalization`` *and* ``kiosk_display``: generic content (nothing personal may
+   appear on a shared screen);
+3. otherwise the valid offer of highest priority whose audience segments meet the shopper's
+   (an offer with no segments is for everyone), ties broken by offer id;
+4. no such offer: generic content.
+
+Generic content is the valid ``generic`` offer of highest priority, or the house welcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.store import ConsentRecord, OfferRecord, ProfileRecord, Purpose
+
+__all__ = ["KioskDecision", "decide_for_kiosk"]
+
+
+@dataclass(frozen=True, slots=True)
+class KioskDecision:
+    shopper_id: str | None
+    offer: OfferRecord | None
+    personal: bool
+    reason: str
+
+
+def decide_for_kiosk(
+    now: float,
+    shopper_id: str | None,
+    profile: ProfileRecord | None,
+    consent: ConsentRecord | None,
+    offers: Sequence[OfferRecord],
+) -> KioskDecision:
+    if shopper_id is None:
+        return _generic(now, offers, "nobody opted in is at the kiosk")
+    if consent is None or not consent.allows(Purpose.PRESENCE, now):
+        return _generic(now, offers, "no presence consent")
+    if consent.no_marketing:
+        return KioskDecision(None, None, False, "shopper objects to marketing")
+    if not consent.allows(Purpose.PERSONALIZATION, now):
+        return _generic(now, offers, "personalization not granted")
+    if not consent.allows(Purpose.KIOSK_DISPLAY, now):
+        return _generic(now, offers, "kiosk display not granted")
+    if profile is None:
+        return _generic(now, offers, "no profile")
+    segments = set(profile.segments)
+    best: OfferRecord | None = None
+    for offer in offers:
+        if offer.generic or not offer.valid_at(now):
+            continue
+        if offer.segments and segments.isdisjoint(offer.segments):
+            continue
+        if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
+            best = offer
+    if best is None:
+        return _generic(now, offers, "no offer matches the shopper")
+    return KioskDecision(shopper_id, best, True, "highest-priority offer for the shopper")
+
+
+def _generic(now: float, offers: Sequence[OfferRecord], reason: str) -> KioskDecision:
+    best: OfferRecord | None = None
+    for offer in offers:
+        if not offer.generic or not offer.valid_at(now):
+            continue
+        if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
+            best = offer
+    return KioskDecision(None, best, False, reason)

@@ -1,0 +1,73 @@
+"""The gateway's one exception tree.
+
+Third-party errors (``lmdb.Error``, paho return codes, ``BleakError``, jinja2's
+``TemplateError``, msgspec's ``ValidationError``) are translated into these at the
+module that talks to the library, with ``raise ... from exc``; nothing above that
+boundary catches a third-party type.
+
+    MomentsError
+    ├── ConfigError            bad configuration: names the file, the key, the value, the expectation
+    ├── StoreError             the local LMDB store failed (open, read, write, grow)
+    ├── LinkError              an MQTT link could not be set up or used
+    │   └── LinkDownError      a publish was attempted while the link is down
+    ├── PayloadError           an untrusted input was rejected; carries a short ``reason``
+    │   └── NodeMessageError   a scanner-node message failed validation
+    └── RenderError            a template failed to render
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "LinkDownError",
+    "LinkError",
+    "MomentsError",
+    "NodeMessageError",
+    "PayloadError",
+    "RenderError",
+    "StoreError",
+]
+
+
+class MomentsError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(MomentsError):
+    """The configuration is invalid; the message names the source, key, value and expectation."""
+
+    def __init__(self, source: str, key: str, value: object, expected: str) -> None:
+        self.source = source
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{source}: {key} = {value!r}: expected {expected}")
+
+
+class StoreError(MomentsError):
+    """The local store could not complete an operation."""
+
+
+class LinkError(MomentsError):
+    """An MQTT link could not be set up or used."""
+
+
+class LinkDownError(LinkError):
+    """The link is not connected right now."""
+
+
+class PayloadError(MomentsError):
+    """An untrusted input was rejected. ``reason`` is a short, stable label for counting."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class NodeMessageError(PayloadError):
+    """A scanner-node message was malformed or out of bounds."""
+
+
+class RenderError(MomentsError):
+    """A template failed to render."""

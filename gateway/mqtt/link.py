@@ -1,0 +1,364 @@
+"""One MQTT 5 link (paho-mqtt 2.x), driven by the asyncio event loop instead of paho's thread.
+
+paho tells us when its socket opens and closes and when it has bytes to write; we register the
+socket with the event loop and call ``loop_read``/``loop_write`` when it is ready, and
+``loop_misc`` once a second for keepalive. The only blocking call, the TCP connect, runs in
+the default executor and is bounded by paho's ``connect_timeout``; the CONNACK wait is bounded
+by the same figure. Lost links come back with jittered exponential backoff, forever, until
+``aclose()``. Callbacks that fire on the connect thread cross to the loop with
+``call_soon_threadsafe``.
+
+Incoming messages land in a bounded queue (``inbox``); when it is full the message is dropped
+and counted (``dropped``): sensing data is perishable and the broker must never be
+back-pressured by a slow consumer into disconnecting us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.backoff import Backoff
+from gateway.errors import LinkDownError, LinkError
+from gateway.linkstate import LinkEvent, LinkMachine, LinkState
+
+__all__ = ["InboundMessage", "MqttLink", "Will"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttLink:
+    """Owns one paho client and its socket registration. ``run()`` is the supervisor task."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        port: int,
+        client_id: str,
+        subscriptions: Sequence[tuple[str, int]],
+        keepalive: int = 30,
+        connect_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        session_expiry: int = 3600,
+        username: str = "",
+        password: str = "",
+        will: Will | None = None,
+        birth: Will | None = None,
+        inbox_size: int = 1024,
+        on_state: Callable[[LinkState], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._host = host
+        self._port = port
+        self._client_id = client_id
+        self._subscriptions = tuple(subscriptions)
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self._backoff = backoff or Backoff(0.5, 30.0)
+        self._session_expiry = session_expiry
+        self._username = username
+        self._password = password
+        self._will = will
+        self._birth = birth
+        self._on_state = on_state
+        self.inbox: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=inbox_size)
+        self.dropped = 0
+        self.received = 0
+        self.last_error = ""
+        self._machine = LinkMachine()
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._fd: int | None = None
+        self._connack: asyncio.Future[None] | None = None
+        self._lost = asyncio.Event()
+        self._closing = False
+
+    # ----- public -----
+
+    @property
+    def state(self) -> LinkState:
+        return self._machine.state
+
+    @property
+    def is_up(self) -> bool:
+        return self._machine.state is LinkState.UP
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state.value, "broker": f"{self._host}:{self._port}"}
+        if self.last_error and not self.is_up:
+            out["detail"] = self.last_error
+        out["received"] = self.received
+        out["dropped"] = self.dropped
+        return out
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """Queue a message for the broker. Raises ``LinkDownError`` when the link is down."""
+        if self._client is None or not self.is_up:
+            raise LinkDownError(f"{self.name} link is {self.state.value}")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise LinkError(f"{self.name} publish to {topic} failed: {paho.error_string(info.rc)}")
+
+    async def run(self) -> None:
+        """Connect, stay connected, reconnect with backoff; returns only after ``aclose()``."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._client = self._make_client()
+        try:
+            while not self._closing:
+                await self._session()
+        finally:
+            self._teardown()
+
+    async def aclose(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._lost.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(LinkError("closing"))
+
+    # ----- one connection's life -----
+
+    async def _session(self) -> None:
+        assert self._loop is not None and self._client is not None
+        self._fire(LinkEvent.START if self.state is LinkState.IDLE else LinkEvent.RETRY)
+        self._lost = asyncio.Event()
+        self._connack = self._loop.create_future()
+        try:
+            await self._connect()
+        except (OSError, LinkError, TimeoutError) as exc:
+            if self._closing:
+                return
+            self.last_error = _describe(exc)
+            self._fire(LinkEvent.FAILED)
+            log.warning(
+                "broker connect failed", extra={"link": self.name, "error": self.last_error}
+            )
+            await self._sleep_backoff()
+            return
+        self._backoff.reset()
+        self.last_error = ""
+        self._fire(LinkEvent.CONNECTED)
+        log.info("broker link up", extra={"link": self.name, "broker": f"{self._host}:{self._port}"})
+        for topic, qos in self._subscriptions:
+            self._client.subscribe(topic, qos=qos)
+        if self._birth is not None:
+            b = self._birth
+            self._client.publish(b.topic, b.payload, qos=b.qos, retain=b.retain)
+        misc = asyncio.create_task(self._misc_loop(), name=f"{self.name}-mqtt-misc")
+        try:
+            await self._lost.wait()
+        finally:
+            misc.cancel()
+            await asyncio.gather(misc, return_exceptions=True)
+        if self._closing:
+            return
+        self._fire(LinkEvent.LOST)
+        log.warning("broker link lost", extra={"link": self.name, "error": self.last_error})
+        await self._sleep_backoff()
+
+    async def _connect(self) -> None:
+        assert self._loop is not None and self._client is not None and self._connack is not None
+        client = self._client
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry
+
+        def blocking_connect() -> MQTTErrorCode:
+            return client.connect(
+                self._host, self._port, keepalive=self._keepalive, clean_start=False,
+                properties=props,
+            )
+
+        # The executor call is bounded by paho's connect_timeout; it is always awaited to the
+        # end so that two connects never run inside paho at once.
+        rc = await self._loop.run_in_executor(None, blocking_connect)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise LinkError(f"connect: {paho.error_string(rc)}")
+        async with asyncio.timeout(self._connect_timeout):
+            await self._connack
+
+    async def _misc_loop(self) -> None:
+        assert self._client is not None
+        while True:
+            await asyncio.sleep(1.0)
+            self._client.loop_misc()
+
+    async def _sleep_backoff(self) -> None:
+        delay = self._backoff.next()
+        try:
+            async with asyncio.timeout(delay):
+                while not self._closing:
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            pass
+
+    def _teardown(self) -> None:
+        client = self._client
+        if client is not None:
+            if self.is_up:
+                client.disconnect()
+                client.loop_write()
+            # paho closes its socket on disconnect; make sure the loop forgets it either way.
+            self._unwatch()
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        if self.state is not LinkState.CLOSED:
+            self._fire(LinkEvent.CLOSE)
+
+    def _fire(self, event: LinkEvent) -> None:
+        state = self._machine.fire(event)
+        if self._on_state is not None:
+            self._on_state(state)
+
+    # ----- paho client and its callbacks -----
+
+    def _make_client(self) -> paho.Client:
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = self._connect_timeout
+        if self._username:
+            client.username_pw_set(self._username, self._password or None)
+        if self._will is not None:
+            w = self._will
+            client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    def _in_loop(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_connect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        def settle() -> None:
+            future = self._connack
+            if future is None or future.done():
+                return
+            if reason.is_failure:
+                future.set_exception(LinkError(f"broker refused the session: {reason}"))
+            else:
+                future.set_result(None)
+
+        self._in_loop(settle)
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        def settle() -> None:
+            self.last_error = f"disconnected: {reason}"
+            future = self._connack
+            if future is not None and not future.done():
+                future.set_exception(LinkError(self.last_error))
+            self._lost.set()
+
+        self._in_loop(settle)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        self.received += 1
+        try:
+            self.inbox.put_nowait(
+                InboundMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+            )
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        fd = sock.fileno()
+
+        def watch() -> None:
+            assert self._loop is not None
+            self._unwatch()
+            self._fd = fd
+            self._loop.add_reader(fd, self._readable)
+
+        self._in_loop(watch)
+
+    def _on_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
+        self._in_loop(self._unwatch)
+
+    def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        fd = sock.fileno()
+
+        def watch() -> None:
+            assert self._loop is not None
+            if self._fd == fd:
+                self._loop.add_writer(fd, self._writable)
+
+        self._in_loop(watch)
+
+    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
+        def unwatch() -> None:
+            assert self._loop is not None
+            if self._fd is not None:
+                self._loop.remove_writer(self._fd)
+
+        self._in_loop(unwatch)
+
+    def _unwatch(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd = None
+
+    def _readable(self) -> None:
+        if self._client is not None:
+            self._client.loop_read()
+
+    def _writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the broker"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

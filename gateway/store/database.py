@@ -1,0 +1,188 @@
+"""The LMDB environment: opened once by the composition root, read from the event loop.
+
+Reads are short synchronous read transactions on the event-loop thread (microseconds; never
+held across an ``await``). Writes go through the single :class:`~gateway.store.writer.Writer`
+thread. Durable settings only: ``sync`` and ``metasync`` on, no ``writemap``, so an
+acknowledged write survives a power cut.
+
+Named databases (keys are UTF-8):
+
+==============  ====================  ===========================================
+database        key                   value
+==============  ====================  ===========================================
+``profiles``    shopper id            :class:`ProfileRecord`
+``consents``    shopper id            :class:`ConsentRecord`
+``offers``      offer id              :class:`OfferRecord`
+``identities``  beacon identity key   :class:`IdentityRecord` (see ``gateway.identity``)
+``meta``        name                  raw bytes (schema version, clocks, watermarks)
+==============  ====================  ===========================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import lmdb
+
+from gateway.errors import StoreError
+from gateway.store import codec
+from gateway.store.records import (
+    ConsentRecord,
+    IdentityRecord,
+    OfferRecord,
+    ProfileRecord,
+)
+
+__all__ = ["DATABASES", "Database"]
+
+log = logging.getLogger(__name__)
+
+DATABASES: Final = ("profiles", "consents", "offers", "identities", "meta")
+_TABLE_OF: Final[dict[type[Any], str]] = {
+    ProfileRecord: "profiles",
+    ConsentRecord: "consents",
+    OfferRecord: "offers",
+    IdentityRecord: "identities",
+}
+_SCHEMA_KEY: Final = b"schema_version"
+
+
+def table_and_key(record: codec.Record) -> tuple[str, bytes]:
+    """Where a record lives: its database and its key."""
+    match record:
+        case ProfileRecord() | ConsentRecord():
+            key = record.shopper_id
+        case OfferRecord():
+            key = record.offer_id
+        case IdentityRecord():
+            key = record.key
+    return _TABLE_OF[type(record)], key.encode()
+
+
+class Database:
+    """Owns the LMDB environment. ``open()`` does the I/O; the constructor only stores."""
+
+    def __init__(self, path: Path, *, map_size: int) -> None:
+        self._path = path
+        self._map_size = map_size
+        self._env: Any = None
+        self._dbs: dict[str, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def env(self) -> Any:
+        if self._env is None:
+            raise StoreError("store is not open")
+        return self._env
+
+    def handle(self, name: str) -> Any:
+        return self._dbs[name]
+
+    def open(self) -> None:
+        try:
+            self._path.mkdir(parents=True, exist_ok=True)
+            env = lmdb.open(
+                str(self._path),
+                map_size=self._map_size,
+                max_dbs=len(DATABASES) + 4,
+                subdir=True,
+                sync=True,
+                metasync=True,
+                writemap=False,
+                map_async=False,
+                readahead=False,
+                max_readers=126,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"cannot open store at {self._path}: {exc}") from exc
+        try:
+            stale = env.reader_check()
+            if stale:
+                log.warning("cleared stale LMDB readers", extra={"stale_readers": stale})
+            with env.begin(write=True) as txn:
+                for name in DATABASES:
+                    self._dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+                meta = self._dbs["meta"]
+                version = txn.get(_SCHEMA_KEY, db=meta)
+                if version is None:
+                    txn.put(_SCHEMA_KEY, str(codec.CURRENT_VERSION).encode(), db=meta)
+                elif int(version) > codec.CURRENT_VERSION:
+                    raise StoreError(
+                        f"store at {self._path} has schema {int(version)}, newer than this "
+                        f"gateway's {codec.CURRENT_VERSION}: upgrade the gateway"
+                    )
+        except lmdb.Error as exc:
+            env.close()
+            raise StoreError(f"cannot initialise store at {self._path}: {exc}") from exc
+        except StoreError:
+            env.close()
+            raise
+        self._env = env
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._dbs.clear()
+
+    # ----- writes: operations for the Writer thread -----
+
+    def put_op(self, records: list[codec.Record]) -> Callable[[Any], int]:
+        """A write operation that stores ``records`` (all or none) and returns how many."""
+        encoded = [(*table_and_key(r), codec.encode(r)) for r in records]
+
+        def put(txn: Any) -> int:
+            for table, key, value in encoded:
+                txn.put(key, value, db=self._dbs[table])
+            return len(encoded)
+
+        return put
+
+    # ----- reads: short read transactions, never across an await -----
+
+    def _get(self, table: str, key: str) -> bytes | None:
+        try:
+            with self.env.begin(db=self._dbs[table], buffers=False) as txn:
+                value: bytes | None = txn.get(key.encode())
+                return value
+        except lmdb.Error as exc:
+            raise StoreError(f"read of {table}/{key} failed: {exc}") from exc
+
+    def profile(self, shopper_id: str) -> ProfileRecord | None:
+        raw = self._get("profiles", shopper_id)
+        return None if raw is None else codec.decode_as(ProfileRecord, raw)
+
+    def consent(self, shopper_id: str) -> ConsentRecord | None:
+        raw = self._get("consents", shopper_id)
+        return None if raw is None else codec.decode_as(ConsentRecord, raw)
+
+    def identity(self, key: str) -> IdentityRecord | None:
+        raw = self._get("identities", key)
+        return None if raw is None else codec.decode_as(IdentityRecord, raw)
+
+    def offers(self) -> list[OfferRecord]:
+        return list(self._scan(OfferRecord, "offers"))
+
+    def _scan(self, kind: type[codec.R], table: str) -> Iterator[codec.R]:
+        try:
+            with self.env.begin(db=self._dbs[table], buffers=False) as txn:
+                rows = list(txn.cursor())
+        except lmdb.Error as exc:
+            raise StoreError(f"scan of {table} failed: {exc}") from exc
+        for _key, value in rows:
+            yield codec.decode_as(kind, value)
+
+    def stat(self) -> dict[str, int]:
+        info = self.env.info()
+        stat = self.env.stat()
+        return {
+            "map_size": int(info["map_size"]),
+            "used_bytes": int((info["last_pgno"] + 1) * stat["psize"]),
+            "readers": int(info["num_readers"]),
+        }

@@ -32,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 out[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]

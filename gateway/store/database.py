@@ -179,8 +179,11 @@ class Database:
             yield codec.decode_as(kind, value)
 
     def stat(self) -> dict[str, int]:
-        info = self.env.info()
-        stat = self.env.stat()
+        try:
+            info = self.env.info()
+            stat = self.env.stat()
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot read store statistics: {exc}") from exc
         return {
             "map_size": int(info["map_size"]),
             "used_bytes": int((info["last_pgno"] + 1) * stat["psize"]),

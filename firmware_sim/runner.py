@@ -1,0 +1,107 @@
+"""Runs the scripted store against a broker: every node publishes a batch each half second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from firmware_sim.radio import Radio
+from firmware_sim.scenario import NODES, ROUND_S, SHOPPERS, demo_records, position
+from gateway.backoff import Backoff
+from gateway.config import Config
+from gateway.errors import LinkDownError
+from gateway.mqtt import MqttLink
+from gateway.nodes import Advert, encode_batch
+from gateway.store import Database, Record, Writer
+
+__all__ = ["ScriptedStore", "run_demo_store", "seed_store"]
+
+log = logging.getLogger(__name__)
+
+BATCH_S = 0.5
+ADVERTS_PER_BATCH = 3
+
+
+class ScriptedStore:
+    """Pure: sim time in, node batches out (one per node with anything to report)."""
+
+    def __init__(self, *, store_id: str, prefix: str, seed: int) -> None:
+        self._radio = Radio(random.Random(seed))
+        self._topic = f"{prefix}/{store_id}/nodes/{{node}}/adv"
+        self._seq = 0
+
+    def batches(self, sim_t: float, wall_ts: float, speed: float) -> list[tuple[str, bytes]]:
+        t_in_round = sim_t % ROUND_S
+        out: list[tuple[str, bytes]] = []
+        for node, at in NODES.items():
+            adverts: list[Advert] = []
+            for device in SHOPPERS:
+                where = position(device, t_in_round)
+                if where is None:
+                    continue
+                for k in range(ADVERTS_PER_BATCH):
+                    rssi = self._radio.rssi(where, at)
+                    if rssi is not None:
+                        age_ms = round(k * BATCH_S / ADVERTS_PER_BATCH * 1000 / speed)
+                        adverts.append(Advert(device.payload, rssi, age_ms, ""))
+            if adverts:
+                self._seq += 1
+                out.append((self._topic.format(node=node), encode_batch(node, self._seq, wall_ts, adverts)))
+        return out
+
+
+async def seed_store(config: Config, records: list[Record]) -> None:
+    """Write records into the gateway's store (another process may have it open: LMDB allows it)."""
+    db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
+    db.open()
+    writer = Writer(db)
+    writer.start()
+    try:
+        await writer.write(db.put_op(records))
+    finally:
+        await writer.aclose()
+        db.close()
+    log.info("seeded %d demo records into %s", len(records), db.path)
+
+
+async def run_demo_store(
+    config: Config, *, speed: float = 1.0, rounds: int = 0, seed: int = 7, seed_store: bool = True
+) -> None:
+    if seed_store:
+        await _seed(config)
+    link = MqttLink(
+        name="sim",
+        host=config.broker.host,
+        port=config.broker.port,
+        client_id=f"moments-sim-{config.store_id}",
+        subscriptions=(),
+        backoff=Backoff(0.2, 5.0),
+        session_expiry=0,
+    )
+    store = ScriptedStore(store_id=config.store_id, prefix=config.broker.topic_prefix, seed=seed)
+    runner = asyncio.create_task(link.run(), name="sim-link")
+    try:
+        await _walk(link, store, speed=speed, rounds=rounds)
+    finally:
+        await link.aclose()
+        await runner
+
+
+async def _seed(config: Config) -> None:
+    await seed_store(config, demo_records(time.time()))
+
+
+async def _walk(link: MqttLink, store: ScriptedStore, *, speed: float, rounds: int) -> None:
+    start = time.monotonic()
+    step = 0
+    while rounds == 0 or step * BATCH_S < rounds * ROUND_S:
+        sim_t = step * BATCH_S
+        await asyncio.sleep(max(0.0, start + sim_t / speed - time.monotonic()))
+        for topic, payload in store.batches(sim_t, time.time(), speed):
+            try:
+                link.publish(topic, payload, qos=0)
+            except LinkDownError:
+                break  # nodes drop what they cannot send; the next batch will do
+        step += 1

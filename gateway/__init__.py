@@ -1,0 +1,10 @@
+"""Moments: the in-store personalization gateway."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("moments")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"
+
+__all__ = ["__version__"]

@@ -1,0 +1,177 @@
+"""``moments``: the command line of the gateway.
+
+Every subcommand has ``--help``. Exit codes: 0 success, 1 a command found a problem (for
+example an input that did not decode), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, MomentsError
+from gateway.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"moments: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MomentsError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moments", description="Moments: the in-store personalization gateway."
+    )
+    parser.add_argument("--version", action="version", version=f"moments {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the gateway",
+        description="Run the gateway: HTTP app, LMDB store, store broker link. With no "
+        "configuration file it starts on built-in defaults (data in $MOMENTS_DATA_DIR or ./var, "
+        "broker 127.0.0.1:1883, HTTP 127.0.0.1:8080). Stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    run.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    run.set_defaults(handler=_cmd_run)
+
+    check = sub.add_parser(
+        "config", help="validate and print the effective configuration",
+        description="Load the configuration (file plus MOMENTS_* overrides), validate it and "
+        "print it as JSON; exits 2 naming the bad key when it is invalid.",
+    )
+    check.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    check.set_defaults(handler=_cmd_config)
+
+    decode = sub.add_parser(
+        "decode",
+        help="decode advertisement payloads",
+        description="Decode BLE advertisement payloads (AD structures, in hex) and print one "
+        "JSON object per input: {\"type\": ..., fields} or {\"type\": null, \"error\": ...}. "
+        "Use - to read one payload per line from standard input.",
+    )
+    decode.add_argument("payloads", nargs="*", metavar="HEX", help="payloads, or - for stdin")
+    decode.set_defaults(handler=_cmd_decode)
+
+    sim = sub.add_parser(
+        "sim",
+        help="run the simulated store",
+        description="Publish scanner-node messages for the small scripted demo store (two "
+        "zones, one kiosk, a shopper who opted in and one who did not) to the store broker, "
+        "after seeding the demo profiles, consents and offers into the gateway's store.",
+    )
+    sim.add_argument("-c", "--config", type=Path, help="the gateway's TOML configuration file")
+    sim.add_argument("--speed", type=float, default=1.0, help="time factor (2 = twice as fast)")
+    sim.add_argument("--rounds", type=int, default=0, help="rounds of the script (0 = forever)")
+    sim.add_argument("--seed", type=int, default=7, help="random seed for the radio noise")
+    sim.add_argument("--no-seed-store", action="store_true", help="do not write the demo records")
+    sim.set_defaults(handler=_cmd_sim)
+    return parser
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import msgspec
+
+    config = load_config(args.config)
+    print(json.dumps(msgspec.to_builtins(config), indent=2))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.http import create_app
+
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    app = create_app(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            gateway = getattr(app.state, "gateway", None)
+            if gateway is not None:
+                # Live streams end at once instead of holding the shutdown open.
+                asyncio.get_running_loop().call_soon_threadsafe(gateway.stopping.set)
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+    )
+    server.run()
+    return 0 if server.started else 3
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from beacons import decode_hex
+
+    inputs: Iterable[str]
+    if args.payloads == ["-"]:
+        inputs = (line for line in sys.stdin if line.strip())
+    elif not args.payloads:
+        print("moments decode: give HEX payloads, or - to read them from stdin", file=sys.stderr)
+        return 2
+    else:
+        inputs = args.payloads
+    failed = False
+    for text in inputs:
+        result = decode_hex(text)
+        failed = failed or result["type"] is None
+        print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from firmware_sim.runner import run_demo_store
+
+    config: Config = load_config(args.config)
+    configure_logging(config.log.level, "text")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    asyncio.run(
+        run_demo_store(
+            config,
+            speed=args.speed,
+            rounds=args.rounds,
+            seed=args.seed,
+            seed_store=not args.no_seed_store,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The Starlette application. Its lifespan runs the :class:`~gateway.runtime.Gateway`; handlers
+reach the gateway through the lifespan state, never through a global."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import RenderError, StoreError
+from gateway.http.openapi import openapi_document
+from gateway.metrics import CONTENT_TYPE
+from gateway.render import templates_dir
+from gateway.runtime import Gateway
+
+__all__ = ["create_app"]
+
+KEEPALIVE_S = 15.0
+_json = msgspec.json.Encoder()
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.state.gateway
+    return gateway
+
+
+def _kiosk_id(request: Request, gateway: Gateway) -> str:
+    kiosk_id: str = request.path_params["kiosk_id"]
+    if kiosk_id not in gateway.hub:
+        raise HTTPException(404, f"no kiosk {kiosk_id!r}")
+    return kiosk_id
+
+
+async def index(request: Request) -> Response:
+    gateway = _gateway(request)
+    html = gateway.renderer.render(
+        "index.html.j2", store=gateway.config.store_id, kiosks=gateway.config.kiosks
+    )
+    return HTMLResponse(html)
+
+
+async def kiosk_page(request: Request) -> Response:
+    gateway = _gateway(request)
+    kiosk_id = _kiosk_id(request, gateway)
+    view = gateway.hub.current(kiosk_id)
+    kiosk = next(k for k in gateway.config.kiosks if k.id == kiosk_id)
+    html = gateway.renderer.render(
+        "kiosk/page.html.j2",
+        kiosk_id=kiosk_id,
+        kiosk_name=kiosk.name or kiosk_id,
+        version=view.version,
+        personal=view.personal,
+        content=view.html,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+async def kiosk_offer(request: Request) -> Response:
+    gateway = _gateway(request)
+    kiosk_id = _kiosk_id(request, gateway)
+    try:
+        html, decision = gateway.kiosks.render_now(kiosk_id)
+    except (StoreError, RenderError) as exc:
+        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+    return HTMLResponse(
+        html,
+        headers={"Cache-Control": "no-store", "X-Moments-Personal": str(decision.personal).lower()},
+    )
+
+
+async def kiosk_events(request: Request) -> Response:
+    gateway = _gateway(request)
+    kiosk_id = _kiosk_id(request, gateway)
+
+    async def stream() -> AsyncIterator[bytes]:
+        with gateway.hub.subscribe(kiosk_id) as queue:
+            gateway.metrics.sse_clients.inc()
+            try:
+                yield b"retry: 2000\n\n"
+                while not gateway.stopping.is_set():
+                    try:
+                        async with asyncio.timeout(KEEPALIVE_S):
+                            view = await queue.get()
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    data = _json.encode(view.wire())
+                    yield b"event: content\nid: %d\ndata: %s\n\n" % (view.version, data)
+            finally:
+                gateway.metrics.sse_clients.dec()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse(_gateway(request).health())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_gateway(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(__version__))
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    detail = exc.detail if isinstance(exc, HTTPException) else "not found"
+    return JSONResponse({"error": "not_found", "detail": detail}, status_code=404)
+
+
+def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
+    """The ASGI app. Nothing is opened until the server runs its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+        gateway = Gateway(config, clock=clock)
+        app.state.gateway = gateway
+        async with gateway.running():
+            yield {"gateway": gateway}
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
+        Route("/kiosk/{kiosk_id}", kiosk_page),
+        Route("/kiosk/{kiosk_id}/offer", kiosk_offer),
+        Route("/kiosk/{kiosk_id}/events", kiosk_events),
+        Mount("/static", StaticFiles(directory=str(templates_dir() / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})

@@ -1,0 +1,181 @@
+"""Kiosk screens: what each one shows now, and the live streams that follow it.
+
+``KioskHub`` owns, per kiosk, the current view (rendered HTML, a version that only grows, and
+whether it is personal) and the subscribers of its live stream. Each subscriber has a small
+bounded queue; a view is a state, not a message, so when a slow screen's queue is full the
+stale views in it are dropped and only the newest is kept (counted in ``coalesced``).
+
+``KioskDirector`` decides and renders: which opted-in shopper stands at which kiosk (from
+presence events), and, on every change and on every request, re-reads that shopper's consent
+and profile from the store, decides, and renders. Consent is never cached here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from beacons.presence import PresenceEvent, ZoneEntered, ZoneLeft
+from gateway.clock import Clock
+from gateway.config import KioskConfig
+from gateway.engine import KioskDecision, decide_for_kiosk
+from gateway.metrics import Metrics
+from gateway.render import Renderer
+from gateway.store import Database
+
+__all__ = ["KioskDirector", "KioskHub", "KioskView"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KioskView:
+    kiosk_id: str
+    version: int
+    html: str
+    personal: bool
+    offer_id: str | None
+    reason: str
+
+    def wire(self) -> dict[str, object]:
+        """What a screen receives: never the shopper id or any other identifier."""
+        return {"version": self.version, "html": self.html, "personal": self.personal}
+
+
+class KioskHub:
+    def __init__(self, kiosk_ids: list[str], *, queue_size: int = 4) -> None:
+        self._views: dict[str, KioskView] = {
+            k: KioskView(k, 0, "", False, None, "starting") for k in kiosk_ids
+        }
+        self._subscribers: dict[str, set[asyncio.Queue[KioskView]]] = {k: set() for k in kiosk_ids}
+        self._queue_size = queue_size
+        self.coalesced = 0
+
+    def __contains__(self, kiosk_id: str) -> bool:
+        return kiosk_id in self._views
+
+    def kiosk_ids(self) -> list[str]:
+        return list(self._views)
+
+    def current(self, kiosk_id: str) -> KioskView:
+        return self._views[kiosk_id]
+
+    def clients(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def publish(self, kiosk_id: str, html: str, decision: KioskDecision) -> KioskView | None:
+        """Make ``html`` the kiosk's view if it differs; returns the new view or None."""
+        old = self._views[kiosk_id]
+        if old.html == html and old.personal == decision.personal:
+            return None
+        offer_id = decision.offer.offer_id if decision.offer else None
+        view = KioskView(kiosk_id, old.version + 1, html, decision.personal, offer_id, decision.reason)
+        self._views[kiosk_id] = view
+        for queue in self._subscribers[kiosk_id]:
+            while queue.full():
+                queue.get_nowait()
+                self.coalesced += 1
+            queue.put_nowait(view)
+        return view
+
+    @contextmanager
+    def subscribe(self, kiosk_id: str) -> Iterator[asyncio.Queue[KioskView]]:
+        queue: asyncio.Queue[KioskView] = asyncio.Queue(maxsize=self._queue_size)
+        queue.put_nowait(self._views[kiosk_id])
+        self._subscribers[kiosk_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers[kiosk_id].discard(queue)
+
+
+class KioskDirector:
+    def __init__(
+        self,
+        *,
+        kiosks: list[KioskConfig],
+        store_name: str,
+        db: Database,
+        renderer: Renderer,
+        hub: KioskHub,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._kiosks = kiosks
+        self._store_name = store_name
+        self._db = db
+        self._renderer = renderer
+        self._hub = hub
+        self._clock = clock
+        self._metrics = metrics
+        self._by_zone: dict[str, list[str]] = {}
+        for kiosk in kiosks:
+            self._by_zone.setdefault(kiosk.zone, []).append(kiosk.id)
+        # Who is in each kiosk zone, most recent arrival last.
+        self._present: dict[str, list[str]] = {kiosk.zone: [] for kiosk in kiosks}
+
+    def shopper_at(self, kiosk_id: str) -> str | None:
+        zone = next(k.zone for k in self._kiosks if k.id == kiosk_id)
+        present = self._present[zone]
+        return present[-1] if present else None
+
+    def refresh_all(self) -> None:
+        for kiosk in self._kiosks:
+            self.refresh(kiosk.id)
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        present = self._present.get(event.zone)
+        if present is None:
+            return
+        if event.subject in present:
+            present.remove(event.subject)
+        if isinstance(event, ZoneEntered):
+            present.append(event.subject)
+        elif not isinstance(event, ZoneLeft):  # pragma: no cover - exhaustive
+            return
+        for kiosk_id in self._by_zone.get(event.zone, ()):
+            self.refresh(kiosk_id)
+
+    def forget(self, shopper_id: str) -> None:
+        """Remove a shopper from every kiosk at once (consent withdrawn)."""
+        for zone, present in self._present.items():
+            if shopper_id in present:
+                present.remove(shopper_id)
+                for kiosk_id in self._by_zone[zone]:
+                    self.refresh(kiosk_id)
+
+    def render_now(self, kiosk_id: str) -> tuple[str, KioskDecision]:
+        """Decide and render for whoever is at the kiosk, from fresh store reads."""
+        now = self._clock.now()
+        shopper = self.shopper_at(kiosk_id)
+        profile = self._db.profile(shopper) if shopper else None
+        consent = self._db.consent(shopper) if shopper else None
+        decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
+        self._metrics.decisions.labels(kind="personal" if decision.personal else "generic").inc()
+        if decision.personal and decision.offer is not None:
+            greeting = profile.nickname if profile is not None and profile.greet_on_kiosk else ""
+            html = self._renderer.render("kiosk/offer.html.j2", offer=decision.offer, greeting=greeting)
+        else:
+            html = self._renderer.render(
+                "kiosk/generic.html.j2", offer=decision.offer, store_name=self._store_name
+            )
+        self._metrics.renders.inc()
+        return html, decision
+
+    def refresh(self, kiosk_id: str) -> None:
+        html, decision = self.render_now(kiosk_id)
+        view = self._hub.publish(kiosk_id, html, decision)
+        if view is not None:
+            log.info(
+                "kiosk content changed",
+                extra={
+                    "kiosk": kiosk_id,
+                    "version": view.version,
+                    "personal": view.personal,
+                    "offer": view.offer_id,
+                    "reason": view.reason,
+                },
+            )

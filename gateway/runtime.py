@@ -1,0 +1,156 @@
+"""The composition root: every resource the gateway holds is created, started and closed here.
+
+``Gateway`` only stores its parts in ``__init__``; ``running()`` opens the store, starts the
+writer thread, the broker link and the background loops in one ``TaskGroup``, and closes all of
+it in reverse order on the way out. The HTTP app (``gateway.http``) enters ``running()`` from
+Starlette's lifespan, so one ``uvicorn`` process owns one gateway and nothing lives in a module
+global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+
+from gateway import __version__
+from gateway.backoff import Backoff
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.errors import StoreError
+from gateway.kiosk import KioskDirector, KioskHub
+from gateway.linkstate import LinkState
+from gateway.metrics import Metrics
+from gateway.mqtt import MqttLink, Will
+from gateway.render import Renderer
+from gateway.sensing import Sensing
+from gateway.store import Database, Writer
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
+        self.writer = Writer(self.db, batch=config.store.commit_batch)
+        self.renderer = Renderer()
+        self.hub = KioskHub([k.id for k in config.kiosks])
+        self.kiosks = KioskDirector(
+            kiosks=config.kiosks,
+            store_name=config.store_id,
+            db=self.db,
+            renderer=self.renderer,
+            hub=self.hub,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        self.sensing = Sensing(
+            config=config,
+            db=self.db,
+            clock=self.clock,
+            metrics=self.metrics,
+            on_event=self.kiosks.on_presence,
+        )
+        status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"
+        self.link = MqttLink(
+            name="store",
+            host=config.broker.host,
+            port=config.broker.port,
+            client_id=config.client_id,
+            subscriptions=self.sensing.subscriptions,
+            keepalive=config.broker.keepalive_s,
+            connect_timeout=config.broker.connect_timeout_s,
+            backoff=Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s),
+            session_expiry=config.broker.session_expiry_s,
+            username=config.broker.username,
+            password=config.broker.password,
+            will=Will(status_topic, _status_payload("offline")),
+            birth=Will(status_topic, _status_payload("online")),
+            inbox_size=config.ingest.queue_size,
+            on_state=self._on_link_state,
+        )
+        self.stopping = asyncio.Event()
+        self.started_at = 0.0
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        self.started_at = time.time()
+        self.db.open()
+        try:
+            self.writer.start()
+            try:
+                self.kiosks.refresh_all()
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self.link.run(), name="store-broker-link")
+                    consumer = tasks.create_task(self._consume(), name="store-broker-consumer")
+                    ticker = tasks.create_task(self._tick(), name="presence-ticker")
+                    log.info(
+                        "gateway started",
+                        extra={"version": __version__, "store": self.config.store_id},
+                    )
+                    try:
+                        yield self
+                    finally:
+                        self.stopping.set()
+                        await self.link.aclose()
+                        consumer.cancel()
+                        ticker.cancel()
+            finally:
+                await self.writer.aclose()
+        finally:
+            self.db.close()
+            log.info("gateway stopped", extra={"store": self.config.store_id})
+
+    def health(self) -> dict[str, Any]:
+        store: dict[str, Any]
+        try:
+            store = {"state": "ok", **self.db.stat()}
+        except StoreError as exc:
+            store = {"state": "failed", "detail": str(exc)}
+        broker = self.link.status()
+        components = {
+            "store": store,
+            "broker": broker,
+            "radio": {"state": "absent", "detail": "no local radio scanner in this build"}
+            if self.config.radio.enabled
+            else {"state": "disabled"},
+            "hq": {"state": "not_configured"},
+            "kiosks": {"state": "ok", "count": len(self.config.kiosks), "streams": self.hub.clients()},
+        }
+        healthy = store["state"] == "ok" and broker["state"] == LinkState.UP.value
+        return {
+            "status": "ok" if healthy else "degraded",
+            "version": __version__,
+            "store_id": self.config.store_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "components": components,
+        }
+
+    async def _consume(self) -> None:
+        inbox = self.link.inbox
+        while True:
+            message = await inbox.get()
+            self.sensing.handle(message)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.sensing.tick()
+
+    def _on_link_state(self, state: LinkState) -> None:
+        self.metrics.link_up.labels(link="store").set(1 if state is LinkState.UP else 0)
+
+
+def _status_payload(state: str) -> bytes:
+    return msgspec.json.encode({"v": 1, "state": state, "version": __version__})
+

@@ -1,0 +1,128 @@
+"""Sensing: from scanner-node messages to presence events, with consent checked per sighting.
+
+For every advertisement: decode the frame (``beacons``), resolve it to an opted-in shopper
+whose ``presence`` consent is active (``gateway.identity``), and feed the presence tracker; a
+device that does not resolve is only counted anonymously (keyed hash, rotating key). Untrusted
+input never raises out of here: a bad message or advertisement is counted by reason in the
+metrics and logged at most once a minute per reason, and processing carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from beacons import DecodeError, decode_advertisement
+from beacons.anonymous import AnonymousCounter
+from beacons.presence import PresenceEvent, PresenceParams, PresenceTracker, ZoneEntered
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import NodeMessageError, StoreError
+from gateway.identity import resolve_shopper
+from gateway.logs import RateLimitedLog
+from gateway.metrics import Metrics
+from gateway.mqtt import InboundMessage
+from gateway.nodes import NodeBatch, NodeLimits, parse_batch
+from gateway.store import Database
+
+__all__ = ["Sensing"]
+
+log = logging.getLogger(__name__)
+
+
+class Sensing:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        db: Database,
+        clock: Clock,
+        metrics: Metrics,
+        on_event: Callable[[PresenceEvent], None],
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._metrics = metrics
+        self._on_event = on_event
+        self._zone_of_node = config.zone_of_node()
+        self._limits = NodeLimits(config.ingest.max_payload_bytes, config.ingest.max_batch)
+        p = config.presence
+        self._presence = PresenceTracker(
+            PresenceParams(p.enter_rssi_dbm, p.exit_rssi_dbm, p.smoothing, p.leave_after_s)
+        )
+        self._anonymous = AnonymousCounter()
+        self._nodes_prefix = f"{config.broker.topic_prefix}/{config.store_id}/nodes/"
+        self._warn = RateLimitedLog(log)
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(f"{self._nodes_prefix}+/adv", 0)]
+
+    def zone_of(self, shopper_id: str) -> str | None:
+        return self._presence.zone_of(shopper_id)
+
+    def handle(self, message: InboundMessage) -> None:
+        """One MQTT message from the store broker."""
+        topic = message.topic
+        if not topic.startswith(self._nodes_prefix) or not topic.endswith("/adv"):
+            self._drop("broker", "unexpected_topic", "message on an unexpected topic", topic=topic)
+            return
+        node = topic[len(self._nodes_prefix) : -len("/adv")]
+        zone = self._zone_of_node.get(node)
+        if zone is None:
+            self._drop("node", "unknown_node", "message from a node in no zone", node=node)
+            return
+        try:
+            batch = parse_batch(node, message.payload, self._limits)
+        except NodeMessageError as exc:
+            self._drop("node", exc.reason, "scanner-node message rejected", node=node, detail=exc.detail)
+            return
+        self._metrics.node_messages.inc()
+        self.ingest(zone, batch)
+
+    def ingest(self, zone: str, batch: NodeBatch) -> None:
+        now = self._clock.now()
+        for advert in batch.adverts:
+            self._metrics.adverts.labels(source="node").inc()
+            self.sight(zone, advert.data, advert.rssi, now - advert.age_ms / 1000.0, advert.addr)
+
+    def sight(self, zone: str, data: bytes, rssi: int, t: float, addr: str) -> None:
+        """One advertisement heard in ``zone`` at time ``t``."""
+        try:
+            frame = decode_advertisement(data)
+        except DecodeError as exc:
+            self._drop("node", "undecodable_advert", "advertisement rejected", detail=str(exc))
+            return
+        shopper = None
+        if frame is not None:
+            try:
+                shopper = resolve_shopper(self._db, frame, t)
+            except StoreError as exc:
+                self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
+                return
+        if shopper is None:
+            self._metrics.sightings.labels(kind="anonymous").inc()
+            self._anonymous.observe(zone, addr.encode() or data, t)
+            return
+        self._metrics.sightings.labels(kind="shopper").inc()
+        self._emit(self._presence.observe(shopper, zone, rssi, t))
+
+    def tick(self) -> None:
+        """Called about once a second: expires silent shoppers and refreshes the counts."""
+        now = self._clock.now()
+        self._emit(self._presence.tick(now))
+        for zone, count in self._anonymous.counts(now).items():
+            self._metrics.anonymous_devices.labels(zone=zone).set(count)
+
+    def forget(self, shopper_id: str) -> None:
+        self._emit(self._presence.forget(shopper_id, self._clock.now()))
+
+    def _emit(self, events: list[PresenceEvent]) -> None:
+        for event in events:
+            kind = "entered" if isinstance(event, ZoneEntered) else "left"
+            self._metrics.presence_events.labels(kind=kind).inc()
+            self._on_event(event)
+
+    def _drop(self, source: str, reason: str, msg: str, **fields: object) -> None:
+        self._metrics.dropped.labels(source=source, reason=reason).inc()
+        self._warn.warning(reason, msg, source=source, **fields)

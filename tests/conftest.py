@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config
+from tests.support.broker import Broker, free_port
+from tests.support.peers import Publisher
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "deploy" / "moments.example.toml"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free port, for this test only."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    b = Broker(free_port(), folder)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """The example store's configuration, pointed at a temporary data folder."""
+
+    def make(broker_port: int, **env: str) -> Config:
+        environ = {
+            "MOMENTS_DATA_DIR": str(tmp_path / "var"),
+            "MOMENTS_BROKER__PORT": str(broker_port),
+            "MOMENTS_BROKER__BACKOFF_MIN_S": "0.1",
+            "MOMENTS_BROKER__BACKOFF_MAX_S": "0.5",
+            "MOMENTS_LOG__FORMAT": "text",
+            **env,
+        }
+        return load_config(EXAMPLE, environ=environ)
+
+    return make
+
+
+@pytest.fixture
+def publisher(broker: Broker) -> Iterator[Publisher]:
+    pub = Publisher(broker.host, broker.port)
+    yield pub
+    pub.close()

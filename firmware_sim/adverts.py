@@ -12,7 +12,11 @@ _IBEACON = struct.Struct(">HHb")
 
 
 def ibeacon(proximity_uuid: str, major: int, minor: int, tx_power: int = -59) -> bytes:
-    body = b"\x4c\x00\x02\x15" + uuid.UUID(proximity_uuid).bytes + _IBEACON.pack(major, minor, tx_power)
+    body = (
+        b"\x4c\x00\x02\x15"
+        + uuid.UUID(proximity_uuid).bytes
+        + _IBEACON.pack(major, minor, tx_power)
+    )
     return _FLAGS + bytes((len(body) + 1, 0xFF)) + body
 
 

@@ -48,7 +48,9 @@ class ScriptedStore:
                         adverts.append(Advert(device.payload, rssi, age_ms, ""))
             if adverts:
                 self._seq += 1
-                out.append((self._topic.format(node=node), encode_batch(node, self._seq, wall_ts, adverts)))
+                out.append(
+                    (self._topic.format(node=node), encode_batch(node, self._seq, wall_ts, adverts))
+                )
         return out
 
 

@@ -10,6 +10,7 @@ every purpose) walks the same path. A phone without the app sits near the entran
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from firmware_sim.adverts import ibeacon, phone_noise
 from gateway.store import (
@@ -55,7 +56,9 @@ class Device:
 SHOPPERS: tuple[Device, ...] = (
     Device("alice", ibeacon(APP_UUID, 100, 1), start_s=0.0),
     Device("bob", ibeacon(APP_UUID, 100, 2), start_s=30.0),
-    Device("stranger", phone_noise(b"\x5a\x13\x07\x42\x00\x11\x22\x33"), start_s=0.0, fixed=(3.0, 4.0)),
+    Device(
+        "stranger", phone_noise(b"\x5a\x13\x07\x42\x00\x11\x22\x33"), start_s=0.0, fixed=(3.0, 4.0)
+    ),
 )
 
 
@@ -65,7 +68,7 @@ def position(device: Device, t_in_round: float) -> tuple[float, float] | None:
     t = t_in_round - device.start_s
     if t < _PATH[0][0] or t > _PATH[-1][0]:
         return None
-    for (t0, x0, y0), (t1, x1, y1) in zip(_PATH, _PATH[1:], strict=False):
+    for (t0, x0, y0), (t1, x1, y1) in pairwise(_PATH):
         if t0 <= t <= t1:
             f = (t - t0) / (t1 - t0)
             return (x0 + f * (x1 - x0), y0 + f * (y1 - y0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 __all__ = ["Backoff"]
@@ -21,7 +22,7 @@ class Backoff:
         self._attempt = 0
 
     def next(self) -> float:
-        step = min(self._max, self._min * (2 ** min(self._attempt, 32)))
+        step = min(self._max, math.ldexp(self._min, min(self._attempt, 32)))
         self._attempt += 1
         return step / 2 + self._rng.uniform(0, step / 2)
 

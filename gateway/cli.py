@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +22,8 @@ from gateway.errors import ConfigError, MomentsError
 from gateway.logs import configure_logging
 
 __all__ = ["main"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     check = sub.add_parser(
-        "config", help="validate and print the effective configuration",
+        "config",
+        help="validate and print the effective configuration",
         description="Load the configuration (file plus MOMENTS_* overrides), validate it and "
         "print it as JSON; exits 2 naming the bad key when it is invalid.",
     )
@@ -71,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "decode",
         help="decode advertisement payloads",
         description="Decode BLE advertisement payloads (AD structures, in hex) and print one "
-        "JSON object per input: {\"type\": ..., fields} or {\"type\": null, \"error\": ...}. "
+        'JSON object per input: {"type": ..., fields} or {"type": null, "error": ...}. '
         "Use - to read one payload per line from standard input.",
     )
     decode.add_argument("payloads", nargs="*", metavar="HEX", help="payloads, or - for stdin")
@@ -117,6 +121,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 # Live streams end at once instead of holding the shutdown open.
                 asyncio.get_running_loop().call_soon_threadsafe(gateway.stopping.set)
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # Like uvicorn's, but a handled SIGTERM/SIGINT ends the process with status 0
+            # (a clean stop) instead of being raised again after shutdown.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     server = Server(
         uvicorn.Config(

@@ -52,12 +52,12 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class HttpConfig(_Section):
+class HttpConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8080
 
 
-class BrokerConfig(_Section):
+class BrokerConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     client_id: str = ""
@@ -71,47 +71,47 @@ class BrokerConfig(_Section):
     topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+]+[^/#+]$")] = "moments/v1"
 
 
-class StoreConfig(_Section):
+class StoreConfig(_Section, frozen=True):
     map_size_mb: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1024
     commit_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
 
 
-class IngestConfig(_Section):
+class IngestConfig(_Section, frozen=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 65_536
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
     queue_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
 
 
-class PresenceConfig(_Section):
+class PresenceConfig(_Section, frozen=True):
     enter_rssi_dbm: Rssi = -80
     exit_rssi_dbm: Rssi = -90
     smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.4
     leave_after_s: Positive = 8.0
 
 
-class RadioConfig(_Section):
+class RadioConfig(_Section, frozen=True):
     enabled: bool = True
     zone: str = ""
 
 
-class ZoneConfig(_Section):
+class ZoneConfig(_Section, frozen=True):
     id: Ident
     name: str = ""
     nodes: list[Ident] = msgspec.field(default_factory=list)
 
 
-class KioskConfig(_Section):
+class KioskConfig(_Section, frozen=True):
     id: Ident
     zone: Ident
     name: str = ""
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     store_id: Ident = "store-1"
     data_dir: str = "./var"
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
@@ -288,7 +288,9 @@ def _check_cross_references(source: str, config: Config) -> None:
                 )
             nodes.add(node)
     if config.radio.zone and config.radio.zone not in zones:
-        raise ConfigError(source, "radio.zone", config.radio.zone, f"one of the zones {sorted(zones)}")
+        raise ConfigError(
+            source, "radio.zone", config.radio.zone, f"one of the zones {sorted(zones)}"
+        )
     kiosks: set[str] = set()
     for i, kiosk in enumerate(config.kiosks):
         if kiosk.id in kiosks:

@@ -6,7 +6,7 @@ module that talks to the library, with ``raise ... from exc``; nothing above tha
 boundary catches a third-party type.
 
     MomentsError
-    ├── ConfigError            bad configuration: names the file, the key, the value, the expectation
+    ├── ConfigError            bad configuration: names the source, key, value, expectation
     ├── StoreError             the local LMDB store failed (open, read, write, grow)
     ├── LinkError              an MQTT link could not be set up or used
     │   └── LinkDownError      a publish was attempted while the link is down

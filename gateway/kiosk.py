@@ -72,7 +72,9 @@ class KioskHub:
         if old.html == html and old.personal == decision.personal:
             return None
         offer_id = decision.offer.offer_id if decision.offer else None
-        view = KioskView(kiosk_id, old.version + 1, html, decision.personal, offer_id, decision.reason)
+        view = KioskView(
+            kiosk_id, old.version + 1, html, decision.personal, offer_id, decision.reason
+        )
         self._views[kiosk_id] = view
         for queue in self._subscribers[kiosk_id]:
             while queue.full():
@@ -157,7 +159,9 @@ class KioskDirector:
         self._metrics.decisions.labels(kind="personal" if decision.personal else "generic").inc()
         if decision.personal and decision.offer is not None:
             greeting = profile.nickname if profile is not None and profile.greet_on_kiosk else ""
-            html = self._renderer.render("kiosk/offer.html.j2", offer=decision.offer, greeting=greeting)
+            html = self._renderer.render(
+                "kiosk/offer.html.j2", offer=decision.offer, greeting=greeting
+            )
         else:
             html = self._renderer.render(
                 "kiosk/generic.html.j2", offer=decision.offer, store_name=self._store_name

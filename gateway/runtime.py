@@ -125,7 +125,11 @@ class Gateway:
             if self.config.radio.enabled
             else {"state": "disabled"},
             "hq": {"state": "not_configured"},
-            "kiosks": {"state": "ok", "count": len(self.config.kiosks), "streams": self.hub.clients()},
+            "kiosks": {
+                "state": "ok",
+                "count": len(self.config.kiosks),
+                "streams": self.hub.clients(),
+            },
         }
         healthy = store["state"] == "ok" and broker["state"] == LinkState.UP.value
         return {
@@ -153,4 +157,3 @@ class Gateway:
 
 def _status_payload(state: str) -> bytes:
     return msgspec.json.encode({"v": 1, "state": state, "version": __version__})
-

@@ -75,7 +75,9 @@ class Sensing:
         try:
             batch = parse_batch(node, message.payload, self._limits)
         except NodeMessageError as exc:
-            self._drop("node", exc.reason, "scanner-node message rejected", node=node, detail=exc.detail)
+            self._drop(
+                "node", exc.reason, "scanner-node message rejected", node=node, detail=exc.detail
+            )
             return
         self._metrics.node_messages.inc()
         self.ingest(zone, batch)

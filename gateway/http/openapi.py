@@ -56,7 +56,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "get": {
                     "summary": "The kiosk screen; follows its live stream without reloading",
                     "parameters": [_KIOSK_ID],
-                    "responses": {"200": {"description": "HTML page", "content": _HTML}, "404": _NOT_FOUND},
+                    "responses": {
+                        "200": {"description": "HTML page", "content": _HTML},
+                        "404": _NOT_FOUND,
+                    },
                 }
             },
             "/kiosk/{kiosk_id}/offer": {
@@ -80,7 +83,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "keeps proxies from closing the stream.",
                     "parameters": [_KIOSK_ID],
                     "responses": {
-                        "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                        "200": {
+                            "description": "text/event-stream",
+                            "content": {"text/event-stream": {}},
+                        },
                         "404": _NOT_FOUND,
                     },
                 }

@@ -16,6 +16,7 @@ back-pressured by a slow consumer into disconnecting us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -101,6 +102,7 @@ class MqttLink:
         self._connack: asyncio.Future[None] | None = None
         self._lost = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()
 
     # ----- public -----
 
@@ -143,6 +145,7 @@ class MqttLink:
         if self._closing:
             return
         self._closing = True
+        self._closed.set()
         self._lost.set()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(LinkError("closing"))
@@ -150,7 +153,8 @@ class MqttLink:
     # ----- one connection's life -----
 
     async def _session(self) -> None:
-        assert self._loop is not None and self._client is not None
+        assert self._loop is not None
+        assert self._client is not None
         self._fire(LinkEvent.START if self.state is LinkState.IDLE else LinkEvent.RETRY)
         self._lost = asyncio.Event()
         self._connack = self._loop.create_future()
@@ -169,7 +173,9 @@ class MqttLink:
         self._backoff.reset()
         self.last_error = ""
         self._fire(LinkEvent.CONNECTED)
-        log.info("broker link up", extra={"link": self.name, "broker": f"{self._host}:{self._port}"})
+        log.info(
+            "broker link up", extra={"link": self.name, "broker": f"{self._host}:{self._port}"}
+        )
         for topic, qos in self._subscriptions:
             self._client.subscribe(topic, qos=qos)
         if self._birth is not None:
@@ -188,14 +194,19 @@ class MqttLink:
         await self._sleep_backoff()
 
     async def _connect(self) -> None:
-        assert self._loop is not None and self._client is not None and self._connack is not None
+        assert self._loop is not None
+        assert self._client is not None
+        assert self._connack is not None
         client = self._client
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry
 
         def blocking_connect() -> MQTTErrorCode:
             return client.connect(
-                self._host, self._port, keepalive=self._keepalive, clean_start=False,
+                self._host,
+                self._port,
+                keepalive=self._keepalive,
+                clean_start=False,
                 properties=props,
             )
 
@@ -214,13 +225,10 @@ class MqttLink:
             self._client.loop_misc()
 
     async def _sleep_backoff(self) -> None:
-        delay = self._backoff.next()
-        try:
-            async with asyncio.timeout(delay):
-                while not self._closing:
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
-            pass
+        """Wait the next backoff delay, or less if the link is closed meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._backoff.next()):
+                await self._closed.wait()
 
     def _teardown(self) -> None:
         client = self._client

@@ -27,4 +27,3 @@ __all__ = [
     "encode",
     "table_and_key",
 ]
-

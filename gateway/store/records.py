@@ -36,7 +36,7 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=F
     v: int = 1
 
 
-class ProfileRecord(_Record, tag="profile", kw_only=True):
+class ProfileRecord(_Record, tag="profile", frozen=True, kw_only=True):
     shopper_id: str
     first_name: str = ""
     nickname: str = ""
@@ -56,7 +56,7 @@ class PurposeState(msgspec.Struct, frozen=True, kw_only=True):
         return self.granted and (self.expires_at is None or now < self.expires_at)
 
 
-class ConsentRecord(_Record, tag="consent", kw_only=True):
+class ConsentRecord(_Record, tag="consent", frozen=True, kw_only=True):
     shopper_id: str
     purposes: dict[str, PurposeState] = msgspec.field(default_factory=dict)
     no_marketing: bool = False
@@ -66,7 +66,7 @@ class ConsentRecord(_Record, tag="consent", kw_only=True):
         return state is not None and state.active(now)
 
 
-class OfferRecord(_Record, tag="offer", kw_only=True):
+class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
     offer_id: str
     version: int = 1
     title: str
@@ -85,9 +85,7 @@ class OfferRecord(_Record, tag="offer", kw_only=True):
         return self.valid_from <= now < self.valid_until
 
 
-
-
-class IdentityRecord(_Record, tag="identity", kw_only=True):
+class IdentityRecord(_Record, tag="identity", frozen=True, kw_only=True):
     """Maps a beacon identity an opted-in shopper's app advertises to the shopper."""
 
     key: str

@@ -77,9 +77,10 @@ async def test_shopper_without_consent_never_sees_own_content(
         assert metrics is not None
         # Bob declined presence: he is only counted anonymously and never placed in a zone.
         assert served.gateway.sensing.zone_of("shopper-bob") is None
-        assert 'moments_sightings_total{kind="shopper"}' not in (
-            await served.client.get("/metrics")
-        ).text
+        assert (
+            'moments_sightings_total{kind="shopper"}'
+            not in (await served.client.get("/metrics")).text
+        )
         offer = await served.client.get("/kiosk/kiosk-1/offer")
         assert offer.headers["x-moments-personal"] == "false"
         assert "Bob" not in offer.text and "Espresso beans" not in offer.text
@@ -91,8 +92,14 @@ async def test_shopper_without_consent_never_sees_own_content(
     ("payload", "reason"),
     [
         (b"{not json", "bad_json"),
-        (b'{"v":1,"node":"node-coffee","seq":1,"ts":1,"adv":[{"rssi":"loud","data":"00"}]}', "bad_field"),
-        (b'{"v":1,"node":"node-coffee","seq":1,"ts":1,"adv":[{"rssi":-50,"data":"0201061"}]}', "bad_hex"),
+        (
+            b'{"v":1,"node":"node-coffee","seq":1,"ts":1,"adv":[{"rssi":"loud","data":"00"}]}',
+            "bad_field",
+        ),
+        (
+            b'{"v":1,"node":"node-coffee","seq":1,"ts":1,"adv":[{"rssi":-50,"data":"0201061"}]}',
+            "bad_hex",
+        ),
         (
             b'{"v":1,"node":"node-coffee","seq":1,"ts":1,"adv":['
             + b",".join([b'{"rssi":-50,"data":"020106"}'] * 300)

@@ -75,8 +75,13 @@ async def serve(config: Config) -> AsyncIterator[Served]:
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="on", log_config=None,
-            access_log=False, timeout_graceful_shutdown=3,
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
         )
     )
     task = asyncio.create_task(server.serve(), name="uvicorn")

@@ -14,11 +14,24 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "RateLimitedLog", "configure_logging"]
+__all__ = ["JsonFormatter", "RateLimitedLog", "TextFormatter", "configure_logging"]
 
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields of a record, and the exception as type and message."""
+    out = {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_") and key != "color_message"
+    }
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,14 +43,26 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **_fields(record),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_") and key != "color_message":
-                out[key] = value
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            out["error"] = f"{type(exc).__name__}: {exc}"
         return json.dumps(out, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """For a terminal: time, level, logger, message, then ``key=value`` for each field."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        return f"{line}  {fields}" if fields else line
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -46,7 +71,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,6 @@ def test_link_state_table_refuses_illegal_transitions() -> None:
 
 
 def test_backoff_grows_with_jitter_and_resets() -> None:
-    import random
-
     backoff = Backoff(1.0, 8.0, random.Random(1))
     delays = [backoff.next() for _ in range(6)]
     steps = [1, 2, 4, 8, 8, 8]

@@ -101,7 +101,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     import msgspec
 
     config = load_config(args.config)
-    print(json.dumps(msgspec.to_builtins(config), indent=2))
+    shown = msgspec.to_builtins(config)
+    if shown["broker"]["password"]:
+        shown["broker"]["password"] = "<set>"
+    print(json.dumps(shown, indent=2))
     return 0
 
 

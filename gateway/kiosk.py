@@ -23,7 +23,7 @@ from gateway.clock import Clock
 from gateway.config import KioskConfig
 from gateway.engine import KioskDecision, decide_for_kiosk
 from gateway.metrics import Metrics
-from gateway.render import Renderer
+from gateway.render import Renderer, Scalar
 from gateway.store import Database
 
 __all__ = ["KioskDirector", "KioskHub", "KioskView"]
@@ -113,6 +113,8 @@ class KioskDirector:
         self._hub = hub
         self._clock = clock
         self._metrics = metrics
+        self._personal = metrics.decisions.labels(kind="personal")
+        self._generic = metrics.decisions.labels(kind="generic")
         self._by_zone: dict[str, list[str]] = {}
         for kiosk in kiosks:
             self._by_zone.setdefault(kiosk.zone, []).append(kiosk.id)
@@ -156,15 +158,24 @@ class KioskDirector:
         profile = self._db.profile(shopper) if shopper else None
         consent = self._db.consent(shopper) if shopper else None
         decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
-        self._metrics.decisions.labels(kind="personal" if decision.personal else "generic").inc()
-        if decision.personal and decision.offer is not None:
+        (self._personal if decision.personal else self._generic).inc()
+        offer = decision.offer
+        card: dict[str, Scalar] = {"offer_id": None}
+        if offer is not None:
+            card = {
+                "offer_id": offer.offer_id,
+                "title": offer.title,
+                "body": offer.body,
+                "price": offer.price,
+                "regular_price": offer.regular_price,
+                "currency": offer.currency,
+            }
+        if decision.personal:
             greeting = profile.nickname if profile is not None and profile.greet_on_kiosk else ""
-            html = self._renderer.render(
-                "kiosk/offer.html.j2", offer=decision.offer, greeting=greeting
-            )
+            html = self._renderer.render_fragment("kiosk/offer.html.j2", greeting=greeting, **card)
         else:
-            html = self._renderer.render(
-                "kiosk/generic.html.j2", offer=decision.offer, store_name=self._store_name
+            html = self._renderer.render_fragment(
+                "kiosk/generic.html.j2", store_name=self._store_name, **card
             )
         self._metrics.renders.inc()
         return html, decision

@@ -158,6 +158,8 @@ class MqttLink:
         self._fire(LinkEvent.START if self.state is LinkState.IDLE else LinkEvent.RETRY)
         self._lost = asyncio.Event()
         self._connack = self._loop.create_future()
+        # Settled from callbacks and from aclose(), possibly when nobody awaits it any more.
+        self._connack.add_done_callback(_retrieve)
         try:
             await self._connect()
         except (OSError, LinkError, TimeoutError) as exc:
@@ -360,6 +362,11 @@ class MqttLink:
     def _writable(self) -> None:
         if self._client is not None:
             self._client.loop_write()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _describe(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ database        key                   value
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,6 +70,9 @@ class Database:
         self._map_size = map_size
         self._env: Any = None
         self._dbs: dict[str, Any] = {}
+        # Decoded offers, valid for the transaction id they were read at: any write, from this
+        # process or another, moves the id on and the next read decodes afresh.
+        self._offers: tuple[int, list[OfferRecord]] = (-1, [])
 
     @property
     def path(self) -> Path:
@@ -167,16 +170,18 @@ class Database:
         return None if raw is None else codec.decode_as(IdentityRecord, raw)
 
     def offers(self) -> list[OfferRecord]:
-        return list(self._scan(OfferRecord, "offers"))
-
-    def _scan(self, kind: type[codec.R], table: str) -> Iterator[codec.R]:
+        """Every offer, decoded once per store change (the list must not be mutated)."""
         try:
-            with self.env.begin(db=self._dbs[table], buffers=False) as txn:
+            with self.env.begin(db=self._dbs["offers"], buffers=False) as txn:
+                txn_id = txn.id()
+                if txn_id == self._offers[0]:
+                    return self._offers[1]
                 rows = list(txn.cursor())
         except lmdb.Error as exc:
-            raise StoreError(f"scan of {table} failed: {exc}") from exc
-        for _key, value in rows:
-            yield codec.decode_as(kind, value)
+            raise StoreError(f"scan of offers failed: {exc}") from exc
+        offers = [codec.decode_as(OfferRecord, value) for _key, value in rows]
+        self._offers = (txn_id, offers)
+        return offers
 
     def stat(self) -> dict[str, int]:
         try:

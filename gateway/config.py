@@ -5,8 +5,9 @@ Sources, later ones winning:
 1. built-in defaults (the ``Config`` structs below);
 2. a TOML file, when one is given (``moments run --config FILE`` or ``MOMENTS_CONFIG``);
 3. environment variables: ``MOMENTS_<KEY>`` for a top-level key (``MOMENTS_DATA_DIR``) and
-   ``MOMENTS_<SECTION>__<KEY>`` for a key in a table (``MOMENTS_BROKER__PORT=1884``). Values
-   are read as TOML literals when they parse as one (numbers, booleans, arrays), else as text.
+   ``MOMENTS_<SECTION>__<KEY>`` for a key in a table (``MOMENTS_BROKER__PORT=1884``). A value
+   is text, converted to the key's type (``1884`` to a number for a port, ``true`` to a boolean,
+   but ``2024`` stays text for a password).
 
 Any problem raises :class:`~gateway.errors.ConfigError` naming the source, the key, the value
 and what was expected. ``deploy/moments.example.toml`` documents every key line by line.
@@ -189,17 +190,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str | None, str], Any]:
         rest = name[len(_ENV_PREFIX) :].lower()
         section, sep, key = rest.partition("__")
         if sep and section in fields:
-            out[(section, key)] = _env_value(text)
+            out[(section, key)] = text
         elif not sep and rest in fields:
-            out[(None, rest)] = _env_value(text)
+            out[(None, rest)] = text
     return out
-
-
-def _env_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -3,13 +3,14 @@ the time. No I/O; the caller reads the store and passes the records in.
 
 The foundation's single rule, applied in this order, each step keeping its reason:
 
-1. no shopper, no active ``presence`` consent, or a standing "no marketing" objection:
-   generic content only;
-2. without ``personalization`` *and* ``kiosk_display``: generic content (nothing personal may
+1. a standing "no marketing" objection overrides everything: no offer at all, not even the
+   generic one, while that shopper is at the kiosk;
+2. no shopper, or no active ``presence`` consent: generic content;
+3. without ``personalization`` *and* ``kiosk_display``: generic content (nothing personal may
    appear on a shared screen);
-3. otherwise the valid offer of highest priority whose audience segments meet the shopper's
+4. otherwise the valid offer of highest priority whose audience segments meet the shopper's
    (an offer with no segments is for everyone), ties broken by offer id;
-4. no such offer: generic content.
+5. no such offer: generic content.
 
 Generic content is the valid ``generic`` offer of highest priority, or the house welcome.
 """
@@ -39,12 +40,12 @@ def decide_for_kiosk(
     consent: ConsentRecord | None,
     offers: Sequence[OfferRecord],
 ) -> KioskDecision:
+    if consent is not None and consent.no_marketing:
+        return KioskDecision(None, None, False, "shopper objects to marketing")
     if shopper_id is None:
         return _generic(now, offers, "nobody opted in is at the kiosk")
     if consent is None or not consent.allows(Purpose.PRESENCE, now):
         return _generic(now, offers, "no presence consent")
-    if consent.no_marketing:
-        return KioskDecision(None, None, False, "shopper objects to marketing")
     if not consent.allows(Purpose.PERSONALIZATION, now):
         return _generic(now, offers, "personalization not granted")
     if not consent.allows(Purpose.KIOSK_DISPLAY, now):

@@ -34,7 +34,7 @@ _NodeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 class _AdvertIn(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     rssi: _Rssi
-    data: Annotated[str, msgspec.Meta(max_length=2 * MAX_AD_BYTES + 2)]
+    data: Annotated[str, msgspec.Meta(max_length=2 * MAX_AD_BYTES)]
     age_ms: _Age = 0
     addr: Annotated[str, msgspec.Meta(max_length=17)] = ""
 
@@ -84,7 +84,7 @@ def parse_batch(topic_node: str, payload: bytes, limits: NodeLimits) -> NodeBatc
         raw = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise NodeMessageError("bad_field", str(exc)) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise NodeMessageError("bad_json", str(exc)) from exc
     if raw.v != PROTOCOL_VERSION:
         raise NodeMessageError("unsupported_version", f"v={raw.v}, this gateway speaks 1")

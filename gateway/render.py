@@ -55,7 +55,8 @@ class Renderer:
 
     def render_fragment(self, name: str, **values: Scalar) -> str:
         """Render ``name`` with plain values, reusing the output for values seen recently."""
-        key = (name, *sorted(values.items()))
+        # The type is part of the key: 1 == True == 1.0 and -0.0 == 0.0 render differently.
+        key = (name, *((k, type(v), v) for k, v in sorted(values.items())))
         cached = self._fragments.get(key)
         if cached is not None:
             return cached

@@ -53,8 +53,8 @@ ensure_venv() {
   fi
   local want; want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
   if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
-    say "installing the package and its dev extras into .venv"
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    say "installing the package and its dev and bench extras into .venv"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,bench]"
     echo "$want" > "$STAMP"
   fi
 }

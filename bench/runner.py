@@ -1,9 +1,11 @@
-"""The command line of the benchmarks: ``python -m bench [--json] [--quick]``.
+"""The command line of the benchmarks: ``python -m bench [--json] [--quick] [--only NAME]``.
 
-It picks two cores (the first two this process may run on: servers on the first, load on the
-second, and this orchestrating process moves to the second as well so that the first is left to
-the server under test), runs each benchmark, prints human-readable lines and, with ``--json``,
-one ``{"results": [...]}`` object as the very last line of standard output. Exit status: 0 when
+The CPU-bound benchmark (``decode_vs_beacontools``) runs first and pins itself to the first
+allowed core. For the HTTP ones it then picks two cores (the first two this process may run on:
+servers on the first, load on the second, and this orchestrating process moves to the second as
+well so that the first is left to the server under test). It runs each selected benchmark (all
+by default, ``--only NAME`` to choose), prints human-readable lines and, with ``--json``, one
+``{"results": [...]}`` object as the very last line of standard output. Exit status: 0 when
 every benchmark measured, 1 when one failed (the reason goes to standard error), 2 for bad usage,
 130 when interrupted (143 on SIGTERM). Every process a benchmark started is stopped before the exit.
 """
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import http_offer
+from bench import decode, http_offer
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
 from bench.results import Result
@@ -31,24 +33,31 @@ REPO = Path(__file__).resolve().parent.parent
 WARMUP_S = 2
 DURATION_S = 5
 QUICK_DURATION_S = 2
+HTTP_NAMES = (http_offer.NAME, http_offer.P99_NAME)
+NAMES = (decode.NAME, *HTTP_NAMES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
+    selected = set(args.only or NAMES)
+    results: list[Result] = []
     try:
-        server_core, load_core = _cores()
-        _check_tools()
-        os.sched_setaffinity(0, {load_core})
-        settings = http_offer.Settings(
-            duration_s=duration,
-            warmup_s=WARMUP_S,
-            rounds=args.rounds,
-            connections=args.connections,
-            server_core=server_core,
-            load_core=load_core,
-        )
-        results = asyncio.run(_run(settings))
+        if decode.NAME in selected:
+            results += decode.run(decode.Settings.for_mode(quick=args.quick), _say)
+        if selected.intersection(HTTP_NAMES):
+            server_core, load_core = _cores()
+            _check_tools()
+            os.sched_setaffinity(0, {load_core})
+            settings = http_offer.Settings(
+                duration_s=duration,
+                warmup_s=WARMUP_S,
+                rounds=args.rounds,
+                connections=args.connections,
+                server_core=server_core,
+                load_core=load_core,
+            )
+            results += asyncio.run(_run(settings))
     except BenchError as exc:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -58,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:  # SIGTERM
         print("bench: terminated; every process it started has been stopped", file=sys.stderr)
         return 143
+    results = [r for r in results if r.name in selected]
     print()
     for result in results:
         arrow = "higher is better" if result.higher_is_better else "lower is better"
@@ -83,7 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_DURATION_S} s per measured run, not {DURATION_S}",
+        help=f"{QUICK_DURATION_S} s per measured run, not {DURATION_S}; fewer decode runs",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=NAMES,
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(NAMES)}",
     )
     parser.add_argument(
         "--duration", type=_positive, default=0, metavar="S", help="seconds per measured run"

@@ -8,7 +8,7 @@ import random
 import time
 
 from firmware_sim.radio import Radio
-from firmware_sim.scenario import NODES, ROUND_S, SHOPPERS, demo_records, position
+from firmware_sim.scenario import DEVICES, NODES, ROUND_S, demo_records, position
 from gateway.backoff import Backoff
 from gateway.config import Config
 from gateway.errors import LinkDownError
@@ -37,7 +37,7 @@ class ScriptedStore:
         out: list[tuple[str, bytes]] = []
         for node, at in NODES.items():
             adverts: list[Advert] = []
-            for device in SHOPPERS:
+            for device in DEVICES:
                 where = position(device, t_in_round)
                 if where is None:
                     continue
@@ -45,7 +45,8 @@ class ScriptedStore:
                     rssi = self._radio.rssi(where, at)
                     if rssi is not None:
                         age_ms = round(k * BATCH_S / ADVERTS_PER_BATCH * 1000 / speed)
-                        adverts.append(Advert(device.payload, rssi, age_ms, ""))
+                        data = device.telemetry if device.telemetry and k == 0 else device.payload
+                        adverts.append(Advert(data, rssi, age_ms, device.address))
             if adverts:
                 self._seq += 1
                 out.append(

@@ -5,6 +5,8 @@ Floor (metres): the entrance node at x=0, the coffee-aisle node at x=20, the kio
 Each round lasts ``ROUND_S`` seconds: Alice (opted in to everything) walks in, browses by the
 entrance, goes to the coffee kiosk, lingers, and leaves; then Bob (has the app, declined
 every purpose) walks the same path. A phone without the app sits near the entrance all along.
+Two fixed store beacons (iBeacon, interleaved with Eddystone-TLM telemetry from the same static
+address) stand by the nodes, so the gateway can watch the fleet's health.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from firmware_sim.adverts import ibeacon, phone_noise
+from firmware_sim.adverts import eddystone_tlm, ibeacon, phone_noise
 from gateway.store import (
     ConsentRecord,
     IdentityRecord,
@@ -23,9 +25,21 @@ from gateway.store import (
     Record,
 )
 
-__all__ = ["APP_UUID", "NODES", "ROUND_S", "SHOPPERS", "Device", "demo_records", "position"]
+__all__ = [
+    "APP_UUID",
+    "DEVICES",
+    "FIXED_BEACONS",
+    "NODES",
+    "ROUND_S",
+    "SHOPPERS",
+    "STORE_UUID",
+    "Device",
+    "demo_records",
+    "position",
+]
 
 APP_UUID = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"
+STORE_UUID = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"
 ROUND_S = 60.0
 
 NODES: dict[str, tuple[float, float]] = {
@@ -49,8 +63,10 @@ _PATH: tuple[tuple[float, float, float], ...] = (
 class Device:
     name: str
     payload: bytes
-    start_s: float  # when the walk starts within a round; None-like -1 means always present
+    start_s: float  # when the walk starts within a round (ignored for fixed devices)
     fixed: tuple[float, float] | None = None
+    address: str = ""  # only store-owned beacons have a static address worth reporting
+    telemetry: bytes = b""  # interleaved with ``payload`` (every third advertisement)
 
 
 SHOPPERS: tuple[Device, ...] = (
@@ -60,6 +76,27 @@ SHOPPERS: tuple[Device, ...] = (
         "stranger", phone_noise(b"\x5a\x13\x07\x42\x00\x11\x22\x33"), start_s=0.0, fixed=(3.0, 4.0)
     ),
 )
+
+FIXED_BEACONS: tuple[Device, ...] = (
+    Device(
+        "bcn-entrance",
+        ibeacon(STORE_UUID, 1, 1),
+        start_s=0.0,
+        fixed=(0.5, 2.0),
+        address="C0:FF:EE:00:00:01",
+        telemetry=eddystone_tlm(3010, 21.5, 120_000, 86_400.0),
+    ),
+    Device(
+        "bcn-coffee",
+        ibeacon(STORE_UUID, 1, 2),
+        start_s=0.0,
+        fixed=(20.5, 2.0),
+        address="C0:FF:EE:00:00:02",
+        telemetry=eddystone_tlm(2950, 19.0, 98_000, 72_000.0),
+    ),
+)
+
+DEVICES: tuple[Device, ...] = SHOPPERS + FIXED_BEACONS
 
 
 def position(device: Device, t_in_round: float) -> tuple[float, float] | None:

@@ -27,6 +27,7 @@ import msgspec
 from gateway.errors import ConfigError
 
 __all__ = [
+    "BeaconConfig",
     "BrokerConfig",
     "Config",
     "HttpConfig",
@@ -112,6 +113,21 @@ class KioskConfig(_Section, frozen=True):
     name: str = ""
 
 
+class BeaconConfig(_Section, frozen=True):
+    id: Ident
+    zone: Ident
+    identity: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^(ibeacon:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+            r":\d{1,5}:\d{1,5}|eddystone_uid:[0-9a-f]{20}:[0-9a-f]{12})$"
+        ),
+    ]
+    address: Annotated[str, msgspec.Meta(pattern=r"^(([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})?$")] = ""
+    silent_after_s: Positive = 60.0
+    low_battery_mv: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 2600
+
+
 class Config(_Section, frozen=True):
     store_id: Ident = "store-1"
     data_dir: str = "./var"
@@ -124,6 +140,7 @@ class Config(_Section, frozen=True):
     radio: RadioConfig = msgspec.field(default_factory=RadioConfig)
     zones: list[ZoneConfig] = msgspec.field(default_factory=list)
     kiosks: list[KioskConfig] = msgspec.field(default_factory=list)
+    beacons: list[BeaconConfig] = msgspec.field(default_factory=list)
 
     @property
     def data_path(self) -> Path:
@@ -294,3 +311,16 @@ def _check_cross_references(source: str, config: Config) -> None:
             raise ConfigError(
                 source, f"kiosks[{i}].zone", kiosk.zone, f"one of the zones {sorted(zones)}"
             )
+    seen: dict[str, set[str]] = {"id": set(), "identity": set(), "address": set()}
+    for i, beacon in enumerate(config.beacons):
+        if beacon.zone not in zones:
+            raise ConfigError(
+                source, f"beacons[{i}].zone", beacon.zone, f"one of the zones {sorted(zones)}"
+            )
+        for field in ("id", "identity", "address"):
+            value = getattr(beacon, field).lower()
+            if value and value in seen[field]:
+                raise ConfigError(
+                    source, f"beacons[{i}].{field}", value, f"a beacon {field} not used before"
+                )
+            seen[field].add(value)

@@ -22,7 +22,8 @@ from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.errors import StoreError
+from gateway.errors import LinkError, StoreError
+from gateway.fleet import BeaconAlert
 from gateway.kiosk import KioskDirector, KioskHub
 from gateway.linkstate import LinkState
 from gateway.metrics import Metrics
@@ -79,6 +80,9 @@ class Gateway:
             inbox_size=config.ingest.queue_size,
             on_state=self._on_link_state,
         )
+        self._alerts_prefix = f"{config.broker.topic_prefix}/{config.store_id}/alerts/beacons/"
+        # Beacon alerts not yet handed to the broker; the latest per beacon wins (they are states).
+        self._pending_alerts: dict[str, BeaconAlert] = {}
         self.stopping = asyncio.Event()
         self.started_at = 0.0
 
@@ -125,13 +129,14 @@ class Gateway:
             if self.config.radio.enabled
             else {"state": "disabled"},
             "hq": {"state": "not_configured"},
+            "beacons": self.sensing.fleet.status(self.clock.now()),
             "kiosks": {
                 "state": "ok",
                 "count": len(self.config.kiosks),
                 "streams": self.hub.clients(),
             },
         }
-        healthy = store["state"] == "ok" and broker["state"] == LinkState.UP.value
+        healthy = all(c["state"] in _HEALTHY for c in components.values())
         return {
             "status": "ok" if healthy else "degraded",
             "version": __version__,
@@ -150,9 +155,47 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             self.sensing.tick()
+            for alert in self.sensing.fleet.check(self.clock.now()):
+                log.warning(
+                    "fixed beacon condition changed",
+                    extra={
+                        "beacon": alert.beacon,
+                        "zone": alert.zone,
+                        "condition": alert.condition,
+                        "previous": alert.previous,
+                        "battery_mv": alert.battery_mv,
+                    },
+                )
+                self._pending_alerts[alert.beacon] = alert
+            self._flush_alerts()
+
+    def _flush_alerts(self) -> None:
+        while self._pending_alerts and self.link.is_up:
+            beacon, alert = next(iter(self._pending_alerts.items()))
+            payload = msgspec.json.encode(
+                {
+                    "v": 1,
+                    "beacon": alert.beacon,
+                    "zone": alert.zone,
+                    "condition": alert.condition,
+                    "previous": alert.previous,
+                    "t": alert.t,
+                    "battery_mv": alert.battery_mv,
+                }
+            )
+            try:
+                self.link.publish(self._alerts_prefix + beacon, payload, qos=1, retain=True)
+            except LinkError as exc:
+                log.warning("beacon alert not published yet", extra={"error": str(exc)})
+                return
+            del self._pending_alerts[beacon]
 
     def _on_link_state(self, state: LinkState) -> None:
         self.metrics.link_up.labels(link="store").set(1 if state is LinkState.UP else 0)
+
+
+# Component states that do not make the gateway degraded.
+_HEALTHY = frozenset({"ok", "up", "scanning", "disabled", "not_configured", "starting"})
 
 
 def _status_payload(state: str) -> bytes:

@@ -1,10 +1,14 @@
 """Sensing: from scanner-node messages to presence events, with consent checked per sighting.
 
-For every advertisement: decode the frame (``beacons``), resolve it to an opted-in shopper
-whose ``presence`` consent is active (``gateway.identity``), and feed the presence tracker; a
-device that does not resolve is only counted anonymously (keyed hash, rotating key). Untrusted
-input never raises out of here: a bad message or advertisement is counted by reason in the
-metrics and logged at most once a minute per reason, and processing carries on.
+For every advertisement: decode the frame (``beacons``); if it is one of the store's fixed
+beacons, record that it is alive (and its telemetry) in the fleet; otherwise resolve it to an
+opted-in shopper whose ``presence`` consent is active (``gateway.identity``) and feed the
+presence tracker; a device that does not resolve is only counted anonymously (keyed hash,
+rotating key). Shopper apps that range the store's fixed beacons (iPhones cannot advertise in
+the background) report sightings through ``app_sighting``, placed in the beacon's zone with the
+same consent check. Untrusted input never raises out of here: a bad message or advertisement
+is counted by reason in the metrics and logged at most once a minute per reason, and
+processing carries on.
 """
 
 from __future__ import annotations
@@ -12,18 +16,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from beacons import DecodeError, decode_advertisement
+from beacons import DecodeError, EddystoneTLM, Frame, decode_advertisement
 from beacons.anonymous import AnonymousCounter
 from beacons.presence import PresenceEvent, PresenceParams, PresenceTracker, ZoneEntered
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import NodeMessageError, StoreError
-from gateway.identity import resolve_shopper
+from gateway.fleet import BeaconFleet, FixedBeacon
+from gateway.identity import identity_key, resolve_shopper
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.mqtt import InboundMessage
 from gateway.nodes import NodeBatch, NodeLimits, parse_batch
-from gateway.store import Database
+from gateway.store import Database, Purpose
 
 __all__ = ["Sensing"]
 
@@ -51,6 +56,10 @@ class Sensing:
             PresenceParams(p.enter_rssi_dbm, p.exit_rssi_dbm, p.smoothing, p.leave_after_s)
         )
         self._anonymous = AnonymousCounter()
+        self.fleet = BeaconFleet(
+            FixedBeacon(b.id, b.zone, b.identity, b.address, b.silent_after_s, b.low_battery_mv)
+            for b in config.beacons
+        )
         self._nodes_prefix = f"{config.broker.topic_prefix}/{config.store_id}/nodes/"
         self._warn = RateLimitedLog(log)
 
@@ -97,6 +106,8 @@ class Sensing:
             return
         shopper = None
         if frame is not None:
+            if self._fixed_beacon(frame, addr, t):
+                return
             try:
                 shopper = resolve_shopper(self._db, frame, t)
             except StoreError as exc:
@@ -108,6 +119,38 @@ class Sensing:
             return
         self._metrics.sightings.labels(kind="shopper").inc()
         self._emit(self._presence.observe(shopper, zone, rssi, t))
+
+    def _fixed_beacon(self, frame: Frame, addr: str, t: float) -> bool:
+        """Record a frame from one of the store's own beacons; True when it was one."""
+        if isinstance(frame, EddystoneTLM):
+            if addr and self.fleet.telemetry(addr, frame, t):
+                self._metrics.sightings.labels(kind="fixed_beacon").inc()
+                return True
+            return False
+        key = identity_key(frame)
+        beacon = self.fleet.by_identity(key) if key is not None else None
+        if beacon is None:
+            return False
+        self.fleet.heard(beacon, t)
+        self._metrics.sightings.labels(kind="fixed_beacon").inc()
+        return True
+
+    def app_sighting(self, shopper_id: str, frame: Frame, rssi: int, t: float) -> str:
+        """A fixed beacon the shopper's app heard. Returns the outcome: ``placed``,
+        ``unknown_beacon`` (not one of this store's beacons) or ``no_consent``."""
+        self._metrics.adverts.labels(source="app").inc()
+        key = identity_key(frame)
+        beacon: FixedBeacon | None = self.fleet.by_identity(key) if key is not None else None
+        if beacon is None:
+            self._metrics.dropped.labels(source="app", reason="unknown_beacon").inc()
+            return "unknown_beacon"
+        consent = self._db.consent(shopper_id)
+        if consent is None or not consent.allows(Purpose.PRESENCE, t):
+            self._metrics.dropped.labels(source="app", reason="no_consent").inc()
+            return "no_consent"
+        self._metrics.sightings.labels(kind="shopper").inc()
+        self._emit(self._presence.observe(shopper_id, beacon.zone, rssi, t))
+        return "placed"
 
     def tick(self) -> None:
         """Called about once a second: expires silent shoppers and refreshes the counts."""

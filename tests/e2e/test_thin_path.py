@@ -5,12 +5,14 @@ rendering, and the kiosk's live stream read over a real socket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 
 import pytest
 
+from firmware_sim.adverts import eddystone_tlm
 from firmware_sim.scenario import demo_records
 from gateway.config import Config
 from tests.support.broker import Broker
@@ -144,3 +146,30 @@ async def _wait_metric(served: Served, needle: str, timeout: float) -> str | Non
             if needle in text:
                 return text
             await asyncio.sleep(0.05)
+
+
+async def test_fixed_beacon_low_battery_shows_in_health_and_as_a_retained_alert(
+    broker: Broker, publisher: Publisher, make_config: Callable[..., Config]
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        await _until_link_up(served)
+        publisher.subscribe("moments/v1/store-1/alerts/beacons/#")
+        telemetry = eddystone_tlm(2400, 18.5, 1000, 3600.0)
+        publisher.adverts("node-coffee", telemetry, rssi=-60, addr="C0:FF:EE:00:00:02")
+        async with asyncio.timeout(10):
+            while True:
+                beacons = (await served.health())["components"]["beacons"]
+                if beacons["beacons"]["bcn-coffee"]["condition"] == "low_battery":
+                    break
+                await asyncio.sleep(0.1)
+        assert beacons["state"] == "degraded"
+        assert beacons["beacons"]["bcn-coffee"]["battery_mv"] == 2400
+        assert beacons["beacons"]["bcn-coffee"]["temperature_c"] == 18.5
+        alert = await asyncio.to_thread(publisher.next_message, 10.0)
+        assert alert.topic == "moments/v1/store-1/alerts/beacons/bcn-coffee"
+        body = json.loads(alert.payload)
+        assert (body["condition"], body["battery_mv"], body["zone"]) == (
+            "low_battery",
+            2400,
+            "coffee",
+        )

@@ -19,6 +19,8 @@ from firmware_sim.radio import Radio
 from firmware_sim.runner import BATCH_S, ScriptedStore
 from firmware_sim.scenario import (
     APP_UUID,
+    DEVICES,
+    FIXED_BEACONS,
     NODES,
     ROUND_S,
     SHOPPERS,
@@ -191,7 +193,8 @@ def parse_all(messages: list[tuple[str, bytes]]) -> list[NodeBatch]:
 def test_batches_are_accepted_by_the_gateway() -> None:
     messages = collect(seed=7)
     batches = parse_all(messages)
-    payloads = {device.payload for device in SHOPPERS}
+    payloads = {device.payload for device in DEVICES} | {d.telemetry for d in FIXED_BEACONS}
+    store_addresses = {device.address for device in FIXED_BEACONS}
 
     assert len(batches) > 100
     for batch in batches:
@@ -200,7 +203,11 @@ def test_batches_are_accepted_by_the_gateway() -> None:
             assert advert.data in payloads
             assert -127 <= advert.rssi <= 20
             assert 0 <= advert.age_ms < BATCH_S * 1000
-            assert advert.addr == ""  # the simulator never invents addresses
+            # Only the store's own beacons carry an address; phones' are never invented.
+            if advert.data in {d.payload for d in SHOPPERS}:
+                assert advert.addr == ""
+            else:
+                assert advert.addr in store_addresses
 
 
 def test_sequence_numbers_grow_and_timestamps_are_the_wall_clock() -> None:
@@ -245,7 +252,7 @@ def test_coffee_node_hears_alice_loudest_during_her_dwell(seed: int) -> None:
     assert coffee > -80  # a shopper at the kiosk is clearly "in" the coffee zone
 
 
-def test_nobody_but_the_stranger_is_heard_after_the_walks() -> None:
+def test_nobody_but_the_stranger_and_fixed_beacons_is_heard_after_the_walks() -> None:
     store = ScriptedStore(store_id=STORE, prefix=PREFIX, seed=5)
     payloads = set()
     for t in [59.5, 60.0 + 59.5]:  # after Bob has left, in two rounds
@@ -253,7 +260,9 @@ def test_nobody_but_the_stranger_is_heard_after_the_walks() -> None:
             batch = parse_batch(topic.split("/")[-2], payload, NodeLimits())
             payloads |= {a.data for a in batch.adverts}
 
-    assert payloads <= {STRANGER.payload}
+    fixed = {d.payload for d in FIXED_BEACONS} | {d.telemetry for d in FIXED_BEACONS}
+    assert payloads <= {STRANGER.payload} | fixed
+    assert STRANGER.payload in payloads
 
 
 # --- the radio -----------------------------------------------------------------------

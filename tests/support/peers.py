@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,10 +35,19 @@ class Publisher:
             client_id=f"test-pub-{port}",
             protocol=paho.MQTTv5,
         )
+        self.received: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._client.on_message = lambda _c, _u, msg: self.received.put(msg)
         self._client.connect(host, port)
         self._client.loop_start()
         self._store = store_id
         self._seq = 0
+
+    def subscribe(self, topic: str) -> None:
+        result, _mid = self._client.subscribe(topic, qos=1)
+        assert result == paho.MQTT_ERR_SUCCESS
+
+    def next_message(self, timeout: float = 10.0) -> paho.MQTTMessage:
+        return self.received.get(timeout=timeout)
 
     def raw(self, node: str, payload: bytes) -> None:
         topic = f"moments/v1/{self._store}/nodes/{node}/adv"
@@ -45,9 +55,11 @@ class Publisher:
         info.wait_for_publish(timeout=5)
         assert info.is_published()
 
-    def adverts(self, node: str, payload: bytes, rssi: int = -55, count: int = 3) -> None:
+    def adverts(
+        self, node: str, payload: bytes, rssi: int = -55, count: int = 3, addr: str = ""
+    ) -> None:
         self._seq += 1
-        adverts = [Advert(payload, rssi, i * 100, "") for i in range(count)]
+        adverts = [Advert(payload, rssi, i * 100, addr) for i in range(count)]
         self.raw(node, encode_batch(node, self._seq, 1_700_000_000.0, adverts))
 
     def close(self) -> None:

@@ -34,7 +34,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from struct import Struct
 
-from beacons.adstructs import parse_advertisement
+from beacons.adstructs import (
+    AD_TYPE_MANUFACTURER_DATA as _AD_MANUFACTURER,
+)
+from beacons.adstructs import (
+    AD_TYPE_SERVICE_DATA_16 as _AD_SERVICE_16,
+)
+from beacons.adstructs import (
+    MAX_PAYLOAD,
+)
 from beacons.errors import DecodeError
 from beacons.frames import (
     AltBeacon,
@@ -233,16 +241,59 @@ def decode_advertisement(payload: bytes) -> Frame | None:
 
     Returns ``None`` for a well-formed payload without a known frame; raises
     ``DecodeError`` (and nothing else) for malformed bytes.
+
+    This is the hot path, so it walks the payload in one plain loop (the same rules as
+    ``parse_advertisement``: the whole layout is checked before any frame is decoded, and
+    manufacturer data wins over service data) and keeps only the spans it needs.
     """
-    fields = parse_advertisement(payload)
-    for company_id, data in fields.manufacturer_data:
-        frame = decode_manufacturer_data(company_id, data)
-        if frame is not None:
-            return frame
-    for uuid16, data in fields.service_data_16:
-        frame = decode_service_data(uuid16, data)
-        if frame is not None:
-            return frame
+    size = len(payload)
+    if size > MAX_PAYLOAD:
+        raise DecodeError(f"advertisement payload of {size} bytes exceeds {MAX_PAYLOAD}")
+    manufacturer: list[tuple[int, int]] | None = None
+    service: list[tuple[int, int]] | None = None
+    offset = 0
+    while offset < size:
+        length = payload[offset]
+        if length == 0:
+            break
+        end = offset + 1 + length
+        if end > size:
+            raise DecodeError(
+                f"AD structure length {length} at offset {offset} overruns payload of {size} bytes"
+            )
+        ad_type = payload[offset + 1]
+        if ad_type in (_AD_MANUFACTURER, _AD_SERVICE_16):
+            start = offset + 2
+            if end - start < 2:
+                what = (
+                    "manufacturer specific data"
+                    if ad_type == _AD_MANUFACTURER
+                    else "16-bit service data"
+                )
+                raise DecodeError(
+                    f"{what} at offset {offset} has {end - start} bytes, needs 2 for its 16-bit key"
+                )
+            if ad_type == _AD_MANUFACTURER:
+                if manufacturer is None:
+                    manufacturer = []
+                manufacturer.append((start, end))
+            else:
+                if service is None:
+                    service = []
+                service.append((start, end))
+        offset = end
+    if manufacturer is not None:
+        for start, end in manufacturer:
+            key = payload[start] | (payload[start + 1] << 8)
+            frame = decode_manufacturer_data(key, payload[start + 2 : end])
+            if frame is not None:
+                return frame
+    if service is not None:
+        for start, end in service:
+            key = payload[start] | (payload[start + 1] << 8)
+            frame = decode_service_data(key, payload[start + 2 : end])
+            if frame is not None:
+                return frame
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import uuid
 
-__all__ = ["eddystone_tlm", "eddystone_uid", "ibeacon", "phone_noise"]
+__all__ = ["eddystone_eid", "eddystone_tlm", "eddystone_uid", "ibeacon", "phone_noise"]
 
 _FLAGS = bytes((0x02, 0x01, 0x06))  # LE General Discoverable, BR/EDR not supported
 _IBEACON = struct.Struct(">HHb")
@@ -29,6 +29,15 @@ def eddystone_uid(namespace: bytes, instance: bytes, tx_power: int = -18) -> byt
 
 
 _TLM = struct.Struct(">BBHhII")
+
+
+def eddystone_eid(eid: bytes, tx_power: int = -18) -> bytes:
+    """Eddystone-EID, as an Android app advertising its rotating identifier sends it."""
+    if len(eid) != 8:
+        raise ValueError("an EID is 8 bytes")
+    frame = b"\xaa\xfe\x30" + struct.pack(">b", tx_power) + eid
+    service_list = b"\x03\x03\xaa\xfe"
+    return _FLAGS + service_list + bytes((len(frame) + 1, 0x16)) + frame
 
 
 def eddystone_tlm(battery_mv: int, temperature_c: float, adv_count: int, uptime_s: float) -> bytes:

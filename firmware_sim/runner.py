@@ -45,7 +45,11 @@ class ScriptedStore:
                     rssi = self._radio.rssi(where, at)
                     if rssi is not None:
                         age_ms = round(k * BATCH_S / ADVERTS_PER_BATCH * 1000 / speed)
-                        data = device.telemetry if device.telemetry and k == 0 else device.payload
+                        data = (
+                            device.telemetry
+                            if device.telemetry and k == 0
+                            else device.payload_at(wall_ts)
+                        )
                         adverts.append(Advert(data, rssi, age_ms, device.address))
             if adverts:
                 self._seq += 1

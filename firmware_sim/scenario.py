@@ -1,10 +1,12 @@
-"""The scripted demo store: floor, nodes, kiosk, two shoppers and their path, and the records
+"""The scripted demo store: floor, nodes, kiosk, three shoppers and their path, and the records
 (profiles, consents, identities, offers) that HQ would have sent for them.
 
 Floor (metres): the entrance node at x=0, the coffee-aisle node at x=20, the kiosk beside it.
-Each round lasts ``ROUND_S`` seconds: Alice (opted in to everything) walks in, browses by the
-entrance, goes to the coffee kiosk, lingers, and leaves; then Bob (has the app, declined
-every purpose) walks the same path. A phone without the app sits near the entrance all along.
+Each round lasts ``ROUND_S`` seconds: Alice (opted in to everything; her app advertises an
+iBeacon identity) walks in, browses by the entrance, goes to the coffee kiosk, lingers, and
+leaves; then Bob (has the app, declined every purpose) walks the same path; then Chloe (opted
+in; an Android app advertising a rotating Eddystone-EID) does. A phone without the app sits
+near the entrance all along.
 Two fixed store beacons (iBeacon, interleaved with Eddystone-TLM telemetry from the same static
 address) stand by the nodes, so the gateway can watch the fleet's health.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from firmware_sim.adverts import eddystone_tlm, ibeacon, phone_noise
+from beacons.eid import eid_for_time
+from firmware_sim.adverts import eddystone_eid, eddystone_tlm, ibeacon, phone_noise
 from gateway.store import (
     ConsentRecord,
+    EidKeyRecord,
     IdentityRecord,
     OfferRecord,
     ProfileRecord,
@@ -27,7 +31,9 @@ from gateway.store import (
 
 __all__ = [
     "APP_UUID",
+    "CHLOE_EID_KEY",
     "DEVICES",
+    "EID_EXPONENT",
     "FIXED_BEACONS",
     "NODES",
     "ROUND_S",
@@ -40,7 +46,10 @@ __all__ = [
 
 APP_UUID = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"
 STORE_UUID = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"
-ROUND_S = 60.0
+ROUND_S = 90.0
+# Chloe's EID identity key, agreed with the gateway at opt-in (a demo value, not a secret).
+CHLOE_EID_KEY = bytes.fromhex("6d6f6d656e74732d64656d6f2d6b6579")
+EID_EXPONENT = 10  # a new EID every 1024 s
 
 NODES: dict[str, tuple[float, float]] = {
     "node-entrance": (0.0, 0.0),
@@ -67,11 +76,18 @@ class Device:
     fixed: tuple[float, float] | None = None
     address: str = ""  # only store-owned beacons have a static address worth reporting
     telemetry: bytes = b""  # interleaved with ``payload`` (every third advertisement)
+    eid_key: bytes = b""  # an EID advertiser: the payload is computed for the time
+
+    def payload_at(self, wall_ts: float) -> bytes:
+        if self.eid_key:
+            return eddystone_eid(eid_for_time(self.eid_key, EID_EXPONENT, wall_ts))
+        return self.payload
 
 
 SHOPPERS: tuple[Device, ...] = (
     Device("alice", ibeacon(APP_UUID, 100, 1), start_s=0.0),
     Device("bob", ibeacon(APP_UUID, 100, 2), start_s=30.0),
+    Device("chloe", b"", start_s=60.0, eid_key=CHLOE_EID_KEY),
     Device(
         "stranger", phone_noise(b"\x5a\x13\x07\x42\x00\x11\x22\x33"), start_s=0.0, fixed=(3.0, 4.0)
     ),
@@ -142,6 +158,24 @@ def demo_records(now: float) -> list[Record]:
             regular_price=16.90,
             price=12.90,
             segments=["coffee-lover"],
+            priority=10,
+        ),
+        ProfileRecord(
+            shopper_id="shopper-chloe",
+            first_name="Chloe",
+            nickname="Chloe",
+            segments=["tea-lover"],
+            greet_on_kiosk=False,
+        ),
+        ConsentRecord(shopper_id="shopper-chloe", purposes=granted),
+        EidKeyRecord(shopper_id="shopper-chloe", identity_key=CHLOE_EID_KEY, exponent=EID_EXPONENT),
+        OfferRecord(
+            offer_id="green-tea",
+            title="Green tea, 20 bags",
+            body="First flush sencha, for tea lovers.",
+            regular_price=4.90,
+            price=3.50,
+            segments=["tea-lover"],
             priority=10,
         ),
         OfferRecord(

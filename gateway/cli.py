@@ -12,7 +12,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -80,6 +80,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("payloads", nargs="*", metavar="HEX", help="payloads, or - for stdin")
     decode.set_defaults(handler=_cmd_decode)
+
+    eid = sub.add_parser(
+        "eid",
+        help="Eddystone-EID: compute an EID, derive an identity key",
+        description="Eddystone-EID as its specification computes it.",
+    )
+    eid_sub = eid.add_subparsers(title="eid commands", metavar="COMMAND")
+    compute = eid_sub.add_parser(
+        "compute",
+        help="compute the temporary key and EID for a beacon time",
+        description='Print {"temporary_key": HEX, "eid": HEX} for an identity key, rotation '
+        "exponent K and beacon time in seconds.",
+    )
+    compute.add_argument("--identity-key", required=True, metavar="HEX", help="16 bytes, hex")
+    compute.add_argument("--exponent", required=True, type=int, metavar="K", help="0 to 15")
+    compute.add_argument("--time", required=True, type=int, metavar="SECONDS", help="beacon time")
+    compute.set_defaults(handler=_cmd_eid_compute)
+    derive = eid_sub.add_parser(
+        "derive-key",
+        help="derive the identity key from the key exchange",
+        description='Print {"identity_key": HEX}: X25519 shared secret of the resolver\'s '
+        "private key and the beacon's public key, then HKDF-SHA256 with salt resolver public "
+        "key || beacon public key, first 16 bytes.",
+    )
+    derive.add_argument("--resolver-private", required=True, metavar="HEX", help="32 bytes, hex")
+    derive.add_argument("--beacon-public", required=True, metavar="HEX", help="32 bytes, hex")
+    derive.set_defaults(handler=_cmd_eid_derive)
+
+    irk = sub.add_parser(
+        "irk",
+        help="resolvable private addresses",
+        description="Bluetooth Core resolvable private address checks.",
+    )
+    irk_sub = irk.add_subparsers(title="irk commands", metavar="COMMAND")
+    resolve = irk_sub.add_parser(
+        "resolve",
+        help="check addresses against an IRK",
+        description='Print one {"address": ..., "resolves": bool} per address.',
+    )
+    resolve.add_argument("--irk", required=True, metavar="HEX", help="16 bytes, hex")
+    resolve.add_argument("addresses", nargs="+", metavar="ADDRESS", help="AA:BB:CC:DD:EE:FF")
+    resolve.set_defaults(handler=_cmd_irk_resolve)
 
     sim = sub.add_parser(
         "sim",
@@ -171,6 +213,75 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         failed = failed or result["type"] is None
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
+
+
+def _hex_arg(name: str, text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError as exc:
+        raise _UsageError(f"{name} is not hex: {text!r}") from exc
+
+
+class _UsageError(Exception):
+    """A bad argument: printed, exit status 2."""
+
+
+def _identity_command(run: Callable[[], int]) -> int:
+    from beacons.errors import IdentityError
+
+    try:
+        return run()
+    except (IdentityError, _UsageError) as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_eid_compute(args: argparse.Namespace) -> int:
+    from beacons.eid import compute_eid, temporary_key
+
+    def run() -> int:
+        key = _hex_arg("--identity-key", args.identity_key)
+        result = {
+            "temporary_key": temporary_key(key, args.time).hex(),
+            "eid": compute_eid(key, args.exponent, args.time).hex(),
+        }
+        print(json.dumps(result))
+        return 0
+
+    return _identity_command(run)
+
+
+def _cmd_eid_derive(args: argparse.Namespace) -> int:
+    from beacons.eid import derive_identity_key
+
+    def run() -> int:
+        private = _hex_arg("--resolver-private", args.resolver_private)
+        public = _hex_arg("--beacon-public", args.beacon_public)
+        print(json.dumps({"identity_key": derive_identity_key(private, public).hex()}))
+        return 0
+
+    return _identity_command(run)
+
+
+def _cmd_irk_resolve(args: argparse.Namespace) -> int:
+    from beacons.errors import IdentityError
+    from beacons.irk import IRK_LENGTH, resolves
+
+    def run() -> int:
+        irk = _hex_arg("--irk", args.irk)
+        if len(irk) != IRK_LENGTH:
+            raise _UsageError(f"--irk must be {IRK_LENGTH} bytes, got {len(irk)}")
+        failed = False
+        for address in args.addresses:
+            try:
+                line: dict[str, object] = {"address": address, "resolves": resolves(irk, address)}
+            except IdentityError as exc:
+                line = {"address": address, "resolves": False, "error": str(exc)}
+                failed = True
+            print(json.dumps(line))
+        return 1 if failed else 0
+
+    return _identity_command(run)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ class Gateway:
         try:
             self.writer.start()
             try:
+                self.sensing.identities.maintain(self.clock.now())
                 self.kiosks.refresh_all()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.link.run(), name="store-broker-link")

@@ -23,7 +23,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import NodeMessageError, StoreError
 from gateway.fleet import BeaconFleet, FixedBeacon
-from gateway.identity import identity_key, resolve_shopper
+from gateway.identity import Identities, identity_key
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.mqtt import InboundMessage
@@ -56,6 +56,7 @@ class Sensing:
             PresenceParams(p.enter_rssi_dbm, p.exit_rssi_dbm, p.smoothing, p.leave_after_s)
         )
         self._anonymous = AnonymousCounter()
+        self.identities = Identities(db)
         self.fleet = BeaconFleet(
             FixedBeacon(b.id, b.zone, b.identity, b.address, b.silent_after_s, b.low_battery_mv)
             for b in config.beacons
@@ -104,15 +105,13 @@ class Sensing:
         except DecodeError as exc:
             self._drop("node", "undecodable_advert", "advertisement rejected", detail=str(exc))
             return
-        shopper = None
-        if frame is not None:
-            if self._fixed_beacon(frame, addr, t):
-                return
-            try:
-                shopper = resolve_shopper(self._db, frame, t)
-            except StoreError as exc:
-                self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
-                return
+        if frame is not None and self._fixed_beacon(frame, addr, t):
+            return
+        try:
+            shopper = self.identities.resolve(frame, addr, t)
+        except StoreError as exc:
+            self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
+            return
         if shopper is None:
             self._metrics.sightings.labels(kind="anonymous").inc()
             self._anonymous.observe(zone, addr.encode() or data, t)
@@ -155,11 +154,17 @@ class Sensing:
     def tick(self) -> None:
         """Called about once a second: expires silent shoppers and refreshes the counts."""
         now = self._clock.now()
+        try:
+            self.identities.maintain(now)
+        except StoreError as exc:
+            self._drop("store", "store_read_failed", "identity reload failed", detail=str(exc))
         self._emit(self._presence.tick(now))
         for zone, count in self._anonymous.counts(now).items():
             self._metrics.anonymous_devices.labels(zone=zone).set(count)
 
     def forget(self, shopper_id: str) -> None:
+        """Consent withdrawn: out of the resolvers and out of every zone, at once."""
+        self.identities.forget(shopper_id)
         self._emit(self._presence.forget(shopper_id, self._clock.now()))
 
     def _emit(self, events: list[PresenceEvent]) -> None:

@@ -4,7 +4,9 @@ from gateway.store.codec import Record, decode, encode
 from gateway.store.database import DATABASES, Database, table_and_key
 from gateway.store.records import (
     ConsentRecord,
+    EidKeyRecord,
     IdentityRecord,
+    IrkRecord,
     OfferRecord,
     ProfileRecord,
     Purpose,
@@ -16,7 +18,9 @@ __all__ = [
     "DATABASES",
     "ConsentRecord",
     "Database",
+    "EidKeyRecord",
     "IdentityRecord",
+    "IrkRecord",
     "OfferRecord",
     "ProfileRecord",
     "Purpose",

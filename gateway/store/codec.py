@@ -15,15 +15,17 @@ import msgspec
 from gateway.errors import StoreError
 from gateway.store.records import (
     ConsentRecord,
+    EidKeyRecord,
     IdentityRecord,
+    IrkRecord,
     OfferRecord,
     ProfileRecord,
 )
 
 __all__ = ["CURRENT_VERSION", "Record", "decode", "decode_as", "encode"]
 
-Record = ProfileRecord | ConsentRecord | OfferRecord | IdentityRecord
-R = TypeVar("R", ProfileRecord, ConsentRecord, OfferRecord, IdentityRecord)
+Record = ProfileRecord | ConsentRecord | OfferRecord | IdentityRecord | EidKeyRecord | IrkRecord
+R = TypeVar("R", ProfileRecord, ConsentRecord, OfferRecord, IdentityRecord, EidKeyRecord, IrkRecord)
 
 CURRENT_VERSION: Final = 1
 

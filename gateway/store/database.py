@@ -14,8 +14,13 @@ database        key                   value
 ``consents``    shopper id            :class:`ConsentRecord`
 ``offers``      offer id              :class:`OfferRecord`
 ``identities``  beacon identity key   :class:`IdentityRecord` (see ``gateway.identity``)
+``keys``        ``eid:``/``irk:`` id  :class:`EidKeyRecord`, :class:`IrkRecord`
 ``meta``        name                  raw bytes (schema version, clocks, watermarks)
 ==============  ====================  ===========================================
+
+``meta/identity_generation`` counts the commits that changed who can be recognised (a
+consent, an identity or a key), in the same transaction as the change, from this process or
+any other; the identity resolvers reload when it moves.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from gateway.errors import StoreError
 from gateway.store import codec
 from gateway.store.records import (
     ConsentRecord,
+    EidKeyRecord,
     IdentityRecord,
+    IrkRecord,
     OfferRecord,
     ProfileRecord,
 )
@@ -40,14 +47,18 @@ __all__ = ["DATABASES", "Database"]
 
 log = logging.getLogger(__name__)
 
-DATABASES: Final = ("profiles", "consents", "offers", "identities", "meta")
+DATABASES: Final = ("profiles", "consents", "offers", "identities", "keys", "meta")
 _TABLE_OF: Final[dict[type[Any], str]] = {
     ProfileRecord: "profiles",
     ConsentRecord: "consents",
     OfferRecord: "offers",
     IdentityRecord: "identities",
+    EidKeyRecord: "keys",
+    IrkRecord: "keys",
 }
 _SCHEMA_KEY: Final = b"schema_version"
+_IDENTITY_GENERATION: Final = b"identity_generation"
+_IDENTITY_KINDS: Final = (ConsentRecord, IdentityRecord, EidKeyRecord, IrkRecord)
 
 
 def table_and_key(record: codec.Record) -> tuple[str, bytes]:
@@ -59,6 +70,10 @@ def table_and_key(record: codec.Record) -> tuple[str, bytes]:
             key = record.offer_id
         case IdentityRecord():
             key = record.key
+        case EidKeyRecord():
+            key = f"eid:{record.shopper_id}"
+        case IrkRecord():
+            key = f"irk:{record.shopper_id}"
     return _TABLE_OF[type(record)], key.encode()
 
 
@@ -139,10 +154,15 @@ class Database:
     def put_op(self, records: list[codec.Record]) -> Callable[[Any], int]:
         """A write operation that stores ``records`` (all or none) and returns how many."""
         encoded = [(*table_and_key(r), codec.encode(r)) for r in records]
+        identity = any(isinstance(r, _IDENTITY_KINDS) for r in records)
 
         def put(txn: Any) -> int:
             for table, key, value in encoded:
                 txn.put(key, value, db=self._dbs[table])
+            if identity:
+                meta = self._dbs["meta"]
+                current = int(txn.get(_IDENTITY_GENERATION, b"0", db=meta))
+                txn.put(_IDENTITY_GENERATION, str(current + 1).encode(), db=meta)
             return len(encoded)
 
         return put
@@ -168,6 +188,25 @@ class Database:
     def identity(self, key: str) -> IdentityRecord | None:
         raw = self._get("identities", key)
         return None if raw is None else codec.decode_as(IdentityRecord, raw)
+
+    def identity_generation(self) -> int:
+        raw = self._get("meta", _IDENTITY_GENERATION.decode())
+        return 0 if raw is None else int(raw)
+
+    def resolver_keys(self) -> list[EidKeyRecord | IrkRecord]:
+        """Every shopper's EID identity key and IRK (for the resolvers; never logged)."""
+        try:
+            with self.env.begin(db=self._dbs["keys"], buffers=False) as txn:
+                rows = list(txn.cursor())
+        except lmdb.Error as exc:
+            raise StoreError(f"scan of keys failed: {exc}") from exc
+        out: list[EidKeyRecord | IrkRecord] = []
+        for _key, value in rows:
+            record = codec.decode(value)
+            if not isinstance(record, EidKeyRecord | IrkRecord):
+                raise StoreError(f"unexpected {type(record).__name__} in keys")
+            out.append(record)
+        return out
 
     def offers(self) -> list[OfferRecord]:
         """Every offer, decoded once per store change (the list must not be mutated)."""

@@ -8,12 +8,15 @@ so that a prefix scan finds related records.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
 
 __all__ = [
     "ConsentRecord",
+    "EidKeyRecord",
     "IdentityRecord",
+    "IrkRecord",
     "OfferRecord",
     "ProfileRecord",
     "Purpose",
@@ -86,7 +89,27 @@ class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
 
 
 class IdentityRecord(_Record, tag="identity", frozen=True, kw_only=True):
-    """Maps a beacon identity an opted-in shopper's app advertises to the shopper."""
+    """Maps a fixed beacon identity an opted-in shopper's app advertises to the shopper."""
 
     key: str
     shopper_id: str
+
+
+class EidKeyRecord(_Record, tag="eid_key", frozen=True, kw_only=True):
+    """An Eddystone-EID identity key agreed with the shopper's app (the gateway is the resolver).
+
+    ``epoch_offset`` is the Unix time of the app's beacon clock zero; ``drift`` is how many
+    rotation periods either side of now the resolver accepts."""
+
+    shopper_id: str
+    identity_key: bytes
+    exponent: Annotated[int, msgspec.Meta(ge=0, le=15)]
+    drift: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
+    epoch_offset: float = 0.0
+
+
+class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
+    """The identity resolving key of a shopper's phone (Bluetooth privacy)."""
+
+    shopper_id: str
+    irk: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from firmware_sim.adverts import eddystone_tlm
-from firmware_sim.scenario import demo_records
+from beacons.eid import eid_for_time
+from firmware_sim.adverts import eddystone_eid, eddystone_tlm
+from firmware_sim.scenario import CHLOE_EID_KEY, EID_EXPONENT, demo_records
 from gateway.config import Config
 from tests.support.broker import Broker
 from tests.support.peers import ALICE, BOB, EventStream, Publisher, Served, serve
@@ -173,3 +174,22 @@ async def test_fixed_beacon_low_battery_shows_in_health_and_as_a_retained_alert(
             2400,
             "coffee",
         )
+
+
+async def test_android_shopper_with_rotating_eid_gets_her_offer(
+    broker: Broker, publisher: Publisher, make_config: Callable[..., Config]
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        await _seed(served)
+        await _until_link_up(served)
+        async with asyncio.timeout(5):  # the resolvers reload on the next tick
+            while "shopper-chloe" not in served.gateway.sensing.identities.eids:
+                await asyncio.sleep(0.05)
+        async with served.client.stream("GET", "/kiosk/kiosk-1/events") as response:
+            events = EventStream(response)
+            eid = eid_for_time(CHLOE_EID_KEY, EID_EXPONENT, time.time())
+            for _ in range(4):
+                publisher.adverts("node-coffee", eddystone_eid(eid), rssi=-52)
+            view = await events.until(personal=True)
+            assert "Green tea, 20 bags" in view["html"]
+            assert "Chloe" not in view["html"]  # she did not ask to be greeted on screens

@@ -13,13 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacons import EddystoneUID, IBeacon, decode_advertisement, parse_advertisement
+from beacons import EddystoneEID, EddystoneUID, IBeacon, decode_advertisement, parse_advertisement
+from beacons.eid import eid_for_time
 from firmware_sim.adverts import eddystone_uid, ibeacon, phone_noise
 from firmware_sim.radio import Radio
 from firmware_sim.runner import BATCH_S, ScriptedStore
 from firmware_sim.scenario import (
     APP_UUID,
+    CHLOE_EID_KEY,
     DEVICES,
+    EID_EXPONENT,
     FIXED_BEACONS,
     NODES,
     ROUND_S,
@@ -33,7 +36,7 @@ from gateway.store import IdentityRecord
 
 PROPERTY = settings(database=None, deadline=None, print_blob=True, max_examples=200)
 
-ALICE, BOB, STRANGER = SHOPPERS
+ALICE, BOB, CHLOE, STRANGER = SHOPPERS
 PREFIX = "moments/v1"
 STORE = "store-1"
 # Alice's walk: in by the entrance (2 s to 6 s), lingering at the coffee kiosk (10 s to 22 s).
@@ -147,6 +150,17 @@ def test_bob_walks_the_same_path_half_a_round_later() -> None:
         assert position(BOB, t + 30.0) == position(ALICE, t)
 
 
+def test_chloe_walks_the_same_path_after_bob_advertising_a_rotating_eid() -> None:
+    for t in [0.0, 2.5, 10.0, 17.3, 29.0]:
+        assert position(CHLOE, t + 60.0) == position(ALICE, t)
+    t0 = 1_700_000_000.0 - 1_700_000_000.0 % 1024  # the start of a rotation period
+    first = decode_advertisement(CHLOE.payload_at(t0))
+    assert isinstance(first, EddystoneEID)
+    assert first.eid == eid_for_time(CHLOE_EID_KEY, EID_EXPONENT, t0).hex()
+    assert CHLOE.payload_at(t0 + 1023) == CHLOE.payload_at(t0)
+    assert CHLOE.payload_at(t0 + 1024) != CHLOE.payload_at(t0)
+
+
 def test_shoppers_are_absent_outside_their_walk() -> None:
     assert position(ALICE, -0.1) is None
     assert position(ALICE, 29.1) is None
@@ -194,6 +208,7 @@ def test_batches_are_accepted_by_the_gateway() -> None:
     messages = collect(seed=7)
     batches = parse_all(messages)
     payloads = {device.payload for device in DEVICES} | {d.telemetry for d in FIXED_BEACONS}
+    payloads |= {CHLOE.payload_at(1_700_000_000.0 + i) for i in range(len(sim_times()))}
     store_addresses = {device.address for device in FIXED_BEACONS}
 
     assert len(batches) > 100
@@ -204,7 +219,9 @@ def test_batches_are_accepted_by_the_gateway() -> None:
             assert -127 <= advert.rssi <= 20
             assert 0 <= advert.age_ms < BATCH_S * 1000
             # Only the store's own beacons carry an address; phones' are never invented.
-            if advert.data in {d.payload for d in SHOPPERS}:
+            if advert.data in payloads - {d.payload for d in FIXED_BEACONS} - {
+                d.telemetry for d in FIXED_BEACONS
+            }:
                 assert advert.addr == ""
             else:
                 assert advert.addr in store_addresses
@@ -255,7 +272,7 @@ def test_coffee_node_hears_alice_loudest_during_her_dwell(seed: int) -> None:
 def test_nobody_but_the_stranger_and_fixed_beacons_is_heard_after_the_walks() -> None:
     store = ScriptedStore(store_id=STORE, prefix=PREFIX, seed=5)
     payloads = set()
-    for t in [59.5, 60.0 + 59.5]:  # after Bob has left, in two rounds
+    for t in [89.5, ROUND_S + 89.5]:  # after Chloe, the last, has left, in two rounds
         for topic, payload in store.batches(t, 0.0, 1.0):
             batch = parse_batch(topic.split("/")[-2], payload, NodeLimits())
             payloads |= {a.data for a in batch.adverts}

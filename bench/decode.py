@@ -33,16 +33,12 @@ inside each run (collected before it), and the best run of each is reported.
 
 from __future__ import annotations
 
-import gc
 import math
-import os
 import random
 import statistics
 import struct
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from beacontools import (  # type: ignore[import-untyped]
@@ -55,6 +51,7 @@ from beacontools import (  # type: ignore[import-untyped]
 )
 
 from beacons import DecodeError, FrameDict, decode_advertisement
+from bench.cpu import gc_paused_seconds, pinned
 from bench.errors import BenchError
 from bench.results import Result
 from firmware_sim.adverts import eddystone_uid, ibeacon
@@ -259,32 +256,15 @@ def check_mix(mix: Sequence[Sample]) -> None:
 # --- timing ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _pinned() -> Iterator[int]:
-    """Run on the first core this process may use; give the old affinity back afterwards."""
-    allowed = os.sched_getaffinity(0)
-    core = min(allowed)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield core
-    finally:
-        os.sched_setaffinity(0, allowed)
-
-
 def _timed(decode: Decoder, payloads: Sequence[bytes], passes: int) -> float:
     """Seconds for ``passes`` passes over ``payloads``, the garbage collector paused."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
+
+    def work() -> None:
         for _ in range(passes):
             for payload in payloads:
                 decode(payload)
-        return time.perf_counter() - start
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    return gc_paused_seconds(work)
 
 
 def _calibrate(decode: Decoder, payloads: Sequence[bytes], run_s: float) -> int:
@@ -304,7 +284,7 @@ def run(settings: Settings, out: Out) -> list[Result]:
     )
     ours: list[float] = []
     theirs: list[float] = []
-    with _pinned() as core:
+    with pinned() as core:
         ours_passes = _calibrate(decode_advertisement, payloads, settings.run_s)
         theirs_passes = _calibrate(parse_packet, payloads, settings.run_s)
         out(

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import decode, http_offer
+from bench import decode, http_offer, ingest
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
 from bench.results import Result
@@ -34,7 +34,7 @@ WARMUP_S = 2
 DURATION_S = 5
 QUICK_DURATION_S = 2
 HTTP_NAMES = (http_offer.NAME, http_offer.P99_NAME)
-NAMES = (decode.NAME, *HTTP_NAMES)
+NAMES = (decode.NAME, ingest.NAME, *HTTP_NAMES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if decode.NAME in selected:
             results += decode.run(decode.Settings.for_mode(quick=args.quick), _say)
+        if ingest.NAME in selected:
+            results += ingest.run(ingest.Settings.for_mode(quick=args.quick), _say)
         if selected.intersection(HTTP_NAMES):
             server_core, load_core = _cores()
             _check_tools()

@@ -63,6 +63,13 @@ class Sensing:
         )
         self._nodes_prefix = f"{config.broker.topic_prefix}/{config.store_id}/nodes/"
         self._warn = RateLimitedLog(log)
+        # Labelled counters resolved once: the per-advertisement path only increments.
+        m = metrics
+        self._node_adverts = m.adverts.labels(source="node")
+        self._app_adverts = m.adverts.labels(source="app")
+        self._anonymous_sightings = m.sightings.labels(kind="anonymous")
+        self._shopper_sightings = m.sightings.labels(kind="shopper")
+        self._fixed_sightings = m.sightings.labels(kind="fixed_beacon")
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -95,7 +102,7 @@ class Sensing:
     def ingest(self, zone: str, batch: NodeBatch) -> None:
         now = self._clock.now()
         for advert in batch.adverts:
-            self._metrics.adverts.labels(source="node").inc()
+            self._node_adverts.inc()
             self.sight(zone, advert.data, advert.rssi, now - advert.age_ms / 1000.0, advert.addr)
 
     def sight(self, zone: str, data: bytes, rssi: int, t: float, addr: str) -> None:
@@ -113,17 +120,17 @@ class Sensing:
             self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
             return
         if shopper is None:
-            self._metrics.sightings.labels(kind="anonymous").inc()
+            self._anonymous_sightings.inc()
             self._anonymous.observe(zone, addr.encode() or data, t)
             return
-        self._metrics.sightings.labels(kind="shopper").inc()
+        self._shopper_sightings.inc()
         self._emit(self._presence.observe(shopper, zone, rssi, t))
 
     def _fixed_beacon(self, frame: Frame, addr: str, t: float) -> bool:
         """Record a frame from one of the store's own beacons; True when it was one."""
         if isinstance(frame, EddystoneTLM):
             if addr and self.fleet.telemetry(addr, frame, t):
-                self._metrics.sightings.labels(kind="fixed_beacon").inc()
+                self._fixed_sightings.inc()
                 return True
             return False
         key = identity_key(frame)
@@ -131,13 +138,13 @@ class Sensing:
         if beacon is None:
             return False
         self.fleet.heard(beacon, t)
-        self._metrics.sightings.labels(kind="fixed_beacon").inc()
+        self._fixed_sightings.inc()
         return True
 
     def app_sighting(self, shopper_id: str, frame: Frame, rssi: int, t: float) -> str:
         """A fixed beacon the shopper's app heard. Returns the outcome: ``placed``,
         ``unknown_beacon`` (not one of this store's beacons) or ``no_consent``."""
-        self._metrics.adverts.labels(source="app").inc()
+        self._app_adverts.inc()
         key = identity_key(frame)
         beacon: FixedBeacon | None = self.fleet.by_identity(key) if key is not None else None
         if beacon is None:
@@ -147,7 +154,7 @@ class Sensing:
         if consent is None or not consent.allows(Purpose.PRESENCE, t):
             self._metrics.dropped.labels(source="app", reason="no_consent").inc()
             return "no_consent"
-        self._metrics.sightings.labels(kind="shopper").inc()
+        self._shopper_sightings.inc()
         self._emit(self._presence.observe(shopper_id, beacon.zone, rssi, t))
         return "placed"
 

@@ -73,16 +73,16 @@ async def test_shopper_without_consent_never_sees_own_content(
         await _seed(served)
         await _until_link_up(served)
         before = (await served.client.get("/metrics")).text
-        assert 'moments_sightings_total{kind="shopper"}' not in before
+        assert 'moments_sightings_total{kind="shopper"} 0.0' in before
         for _ in range(5):
             publisher.adverts("node-coffee", BOB, rssi=-50)
-        metrics = await _wait_metric(served, 'moments_sightings_total{kind="anonymous"}', 15.0)
+        metrics = await _wait_metric(served, 'moments_sightings_total{kind="anonymous"} 15.0', 15.0)
         assert metrics is not None
         # Bob declined presence: he is only counted anonymously and never placed in a zone.
         assert served.gateway.sensing.zone_of("shopper-bob") is None
         assert (
-            'moments_sightings_total{kind="shopper"}'
-            not in (await served.client.get("/metrics")).text
+            'moments_sightings_total{kind="shopper"} 0.0'
+            in (await served.client.get("/metrics")).text
         )
         offer = await served.client.get("/kiosk/kiosk-1/offer")
         assert offer.headers["x-moments-personal"] == "false"

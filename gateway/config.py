@@ -19,6 +19,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
@@ -92,8 +93,22 @@ class IngestConfig(_Section, frozen=True):
 class PresenceConfig(_Section, frozen=True):
     enter_rssi_dbm: Rssi = -80
     exit_rssi_dbm: Rssi = -90
-    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.4
     leave_after_s: Positive = 8.0
+    switch_margin_db: Annotated[float, msgspec.Meta(ge=0, le=40)] = 4.0
+    window_s: Positive = 5.0
+    enter_confirm_readings: Annotated[int, msgspec.Meta(ge=1, le=32)] = 3
+    enter_confirm_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    leave_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 3.0
+    dwell_steps_s: list[Annotated[float, msgspec.Meta(gt=0)]] = msgspec.field(
+        default_factory=lambda: [10.0, 30.0, 60.0]
+    )
+    tx_at_1m_dbm: Rssi = -59
+    path_loss_exponent: Annotated[float, msgspec.Meta(gt=1, le=6)] = 2.2
+    near_m: Positive = 1.5
+    near_exit_m: Positive = 2.5
+    scanner_offsets_db: dict[str, Annotated[float, msgspec.Meta(ge=-30, le=30)]] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class RadioConfig(_Section, frozen=True):
@@ -111,6 +126,7 @@ class KioskConfig(_Section, frozen=True):
     id: Ident
     zone: Ident
     name: str = ""
+    scanner: str = ""
 
 
 class BeaconConfig(_Section, frozen=True):
@@ -279,6 +295,15 @@ def _check_cross_references(source: str, config: Config) -> None:
             config.presence.exit_rssi_dbm,
             f"a value below presence.enter_rssi_dbm ({config.presence.enter_rssi_dbm})",
         )
+    p = config.presence
+    if p.near_exit_m < p.near_m:
+        raise ConfigError(
+            source, "presence.near_exit_m", p.near_exit_m, f"at least presence.near_m ({p.near_m})"
+        )
+    if any(b <= a for a, b in pairwise(p.dwell_steps_s)):
+        raise ConfigError(
+            source, "presence.dwell_steps_s", p.dwell_steps_s, "increasing numbers of seconds"
+        )
     if config.broker.backoff_max_s < config.broker.backoff_min_s:
         raise ConfigError(
             source,
@@ -307,6 +332,10 @@ def _check_cross_references(source: str, config: Config) -> None:
         if kiosk.id in kiosks:
             raise ConfigError(source, f"kiosks[{i}].id", kiosk.id, "a kiosk id not used before")
         kiosks.add(kiosk.id)
+        if kiosk.scanner and kiosk.scanner not in nodes:
+            raise ConfigError(
+                source, f"kiosks[{i}].scanner", kiosk.scanner, "a scanner node listed in a zone"
+            )
         if kiosk.zone not in zones:
             raise ConfigError(
                 source, f"kiosks[{i}].zone", kiosk.zone, f"one of the zones {sorted(zones)}"

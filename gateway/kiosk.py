@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from beacons.presence import PresenceEvent, ZoneEntered, ZoneLeft
+from beacons.presence import LeftKiosk, NearKiosk, PresenceEvent, ZoneEntered, ZoneLeft
 from gateway.clock import Clock
 from gateway.config import KioskConfig
 from gateway.engine import KioskDecision, decide_for_kiosk
@@ -118,12 +118,20 @@ class KioskDirector:
         self._by_zone: dict[str, list[str]] = {}
         for kiosk in kiosks:
             self._by_zone.setdefault(kiosk.zone, []).append(kiosk.id)
-        # Who is in each kiosk zone, most recent arrival last.
+        self._zone_of_kiosk = {kiosk.id: kiosk.zone for kiosk in kiosks}
+        # Who is in each kiosk zone, and who is near each kiosk; most recent arrival last.
         self._present: dict[str, list[str]] = {kiosk.zone: [] for kiosk in kiosks}
+        self._near: dict[str, list[str]] = {kiosk.id: [] for kiosk in kiosks}
 
     def shopper_at(self, kiosk_id: str) -> str | None:
-        zone = next(k.zone for k in self._kiosks if k.id == kiosk_id)
-        present = self._present[zone]
+        """Who the kiosk speaks to: the latest recognised shopper near it (its own scanner says
+        so), else the latest recognised arrival in its zone. A newcomer whose consent does not
+        allow personal content on screens is still "who", so their arrival clears the previous
+        shopper's personal content instead of showing it to them."""
+        near = self._near[kiosk_id]
+        if near:
+            return near[-1]
+        present = self._present[self._zone_of_kiosk[kiosk_id]]
         return present[-1] if present else None
 
     def refresh_all(self) -> None:
@@ -131,25 +139,35 @@ class KioskDirector:
             self.refresh(kiosk.id)
 
     def on_presence(self, event: PresenceEvent) -> None:
+        if isinstance(event, NearKiosk | LeftKiosk):
+            near = self._near.get(event.kiosk)
+            if near is None:
+                return
+            _move_to_end(near, event.subject, keep=isinstance(event, NearKiosk))
+            self.refresh(event.kiosk)
+            return
+        if not isinstance(event, ZoneEntered | ZoneLeft):
+            return  # dwelling changes nothing on a screen (yet)
         present = self._present.get(event.zone)
         if present is None:
             return
-        if event.subject in present:
-            present.remove(event.subject)
-        if isinstance(event, ZoneEntered):
-            present.append(event.subject)
-        elif not isinstance(event, ZoneLeft):  # pragma: no cover - exhaustive
-            return
+        _move_to_end(present, event.subject, keep=isinstance(event, ZoneEntered))
         for kiosk_id in self._by_zone.get(event.zone, ()):
             self.refresh(kiosk_id)
 
     def forget(self, shopper_id: str) -> None:
         """Remove a shopper from every kiosk at once (consent withdrawn)."""
+        touched: set[str] = set()
         for zone, present in self._present.items():
             if shopper_id in present:
                 present.remove(shopper_id)
-                for kiosk_id in self._by_zone[zone]:
-                    self.refresh(kiosk_id)
+                touched.update(self._by_zone[zone])
+        for kiosk_id, near in self._near.items():
+            if shopper_id in near:
+                near.remove(shopper_id)
+                touched.add(kiosk_id)
+        for kiosk_id in sorted(touched):
+            self.refresh(kiosk_id)
 
     def render_now(self, kiosk_id: str) -> tuple[str, KioskDecision]:
         """Decide and render for whoever is at the kiosk, from fresh store reads."""
@@ -194,3 +212,11 @@ class KioskDirector:
                     "reason": view.reason,
                 },
             )
+
+
+def _move_to_end(subjects: list[str], subject: str, *, keep: bool) -> None:
+    """Take ``subject`` out of ``subjects`` and, when ``keep``, put it back as the latest."""
+    if subject in subjects:
+        subjects.remove(subject)
+    if keep:
+        subjects.append(subject)

@@ -18,7 +18,18 @@ from collections.abc import Callable
 
 from beacons import DecodeError, EddystoneTLM, Frame, decode_advertisement
 from beacons.anonymous import AnonymousCounter
-from beacons.presence import PresenceEvent, PresenceParams, PresenceTracker, ZoneEntered
+from beacons.frames import EddystoneEID, EddystoneUID, IBeacon
+from beacons.presence import (
+    LeftKiosk,
+    NearKiosk,
+    PresenceEvent,
+    PresenceParams,
+    PresenceTracker,
+    ZoneDwelling,
+    ZoneEntered,
+    ZoneLeft,
+)
+from beacons.rssi import Calibration
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import NodeMessageError, StoreError
@@ -31,6 +42,26 @@ from gateway.nodes import NodeBatch, NodeLimits, parse_batch
 from gateway.store import Database, Purpose
 
 __all__ = ["Sensing"]
+
+_EVENT_KIND: dict[type, str] = {
+    ZoneEntered: "entered",
+    ZoneDwelling: "dwelling",
+    ZoneLeft: "left",
+    NearKiosk: "near_kiosk",
+    LeftKiosk: "left_kiosk",
+}
+# Eddystone advertises its power at 0 m; the log-distance model wants it at 1 m (41 dB less,
+# as the Eddystone protocol specification says).
+_EDDYSTONE_0M_TO_1M_DB = 41
+
+
+def _power_at_1m(frame: Frame | None) -> int | None:
+    if isinstance(frame, IBeacon):
+        return frame.tx_power
+    if isinstance(frame, EddystoneUID | EddystoneEID):
+        return frame.tx_power - _EDDYSTONE_0M_TO_1M_DB
+    return None
+
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +84,23 @@ class Sensing:
         self._limits = NodeLimits(config.ingest.max_payload_bytes, config.ingest.max_batch)
         p = config.presence
         self._presence = PresenceTracker(
-            PresenceParams(p.enter_rssi_dbm, p.exit_rssi_dbm, p.smoothing, p.leave_after_s)
+            PresenceParams(
+                enter_rssi_dbm=p.enter_rssi_dbm,
+                exit_rssi_dbm=p.exit_rssi_dbm,
+                leave_after_s=p.leave_after_s,
+                switch_margin_db=p.switch_margin_db,
+                window_s=p.window_s,
+                enter_confirm_readings=p.enter_confirm_readings,
+                enter_confirm_s=p.enter_confirm_s,
+                leave_grace_s=p.leave_grace_s,
+                dwell_steps_s=tuple(p.dwell_steps_s),
+                tx_at_1m_dbm=p.tx_at_1m_dbm,
+                path_loss_exponent=p.path_loss_exponent,
+                near_m=p.near_m,
+                near_exit_m=p.near_exit_m,
+            ),
+            kiosk_of_scanner={k.scanner: k.id for k in config.kiosks if k.scanner},
+            calibration=Calibration(p.scanner_offsets_db),
         )
         self._anonymous = AnonymousCounter()
         self.identities = Identities(db)
@@ -103,10 +150,13 @@ class Sensing:
         now = self._clock.now()
         for advert in batch.adverts:
             self._node_adverts.inc()
-            self.sight(zone, advert.data, advert.rssi, now - advert.age_ms / 1000.0, advert.addr)
+            t = now - advert.age_ms / 1000.0
+            self.sight(zone, advert.data, advert.rssi, t, advert.addr, scanner=batch.node)
 
-    def sight(self, zone: str, data: bytes, rssi: int, t: float, addr: str) -> None:
-        """One advertisement heard in ``zone`` at time ``t``."""
+    def sight(
+        self, zone: str, data: bytes, rssi: int, t: float, addr: str, *, scanner: str
+    ) -> None:
+        """One advertisement heard in ``zone`` by ``scanner`` at time ``t``."""
         try:
             frame = decode_advertisement(data)
         except DecodeError as exc:
@@ -124,7 +174,11 @@ class Sensing:
             self._anonymous.observe(zone, addr.encode() or data, t)
             return
         self._shopper_sightings.inc()
-        self._emit(self._presence.observe(shopper, zone, rssi, t))
+        self._emit(
+            self._presence.observe(
+                shopper, zone, rssi, t, scanner=scanner, tx_power=_power_at_1m(frame)
+            )
+        )
 
     def _fixed_beacon(self, frame: Frame, addr: str, t: float) -> bool:
         """Record a frame from one of the store's own beacons; True when it was one."""
@@ -155,7 +209,11 @@ class Sensing:
             self._metrics.dropped.labels(source="app", reason="no_consent").inc()
             return "no_consent"
         self._shopper_sightings.inc()
-        self._emit(self._presence.observe(shopper_id, beacon.zone, rssi, t))
+        self._emit(
+            self._presence.observe(
+                shopper_id, beacon.zone, rssi, t, scanner=beacon.id, tx_power=_power_at_1m(frame)
+            )
+        )
         return "placed"
 
     def tick(self) -> None:
@@ -176,8 +234,7 @@ class Sensing:
 
     def _emit(self, events: list[PresenceEvent]) -> None:
         for event in events:
-            kind = "entered" if isinstance(event, ZoneEntered) else "left"
-            self._metrics.presence_events.labels(kind=kind).inc()
+            self._metrics.presence_events.labels(kind=_EVENT_KIND[type(event)]).inc()
             self._on_event(event)
 
     def _drop(self, source: str, reason: str, msg: str, **fields: object) -> None:

@@ -254,7 +254,7 @@ def test_only_the_given_environ_is_read(monkeypatch: pytest.MonkeyPatch) -> None
         ('[log]\nlevel = "loud"\n', "log.level", "loud", "one of"),
         ('[log]\nformat = "xml"\n', "log.format", "xml", "one of"),
         ('[[zones]]\nid = "bad id!"\n', "zones[0].id", "bad id!", "matching regex"),
-        ("[presence]\nsmoothing = 1.5\n", "presence.smoothing", 1.5, "<= 1"),
+        ("[presence]\npath_loss_exponent = 9.5\n", "presence.path_loss_exponent", 9.5, "<= 6"),
         ('[broker]\ntopic_prefix = "moments/#"\n', "broker.topic_prefix", "moments/#", "regex"),
         ("http = 5\n", "http", 5, "a table"),
         (

@@ -113,8 +113,10 @@ async def test_app_sighting_places_a_consenting_shopper_in_the_beacon_zone(
     s, events, metrics = rig.sensing, rig.events, rig.metrics
     frame = decode_advertisement(ibeacon(STORE_UUID, 1, 2))
     assert isinstance(frame, IBeacon)
-    assert s.app_sighting("shopper-alice", frame, -58, T0 + 10) == "placed"
-    assert events == [ZoneEntered("shopper-alice", "coffee", T0 + 10, -58.0)]
+    # The app reports its ranging once a second; three readings confirm the entry.
+    for i in range(3):
+        assert s.app_sighting("shopper-alice", frame, -58, T0 + 10 + i) == "placed"
+    assert events == [ZoneEntered("shopper-alice", "coffee", T0 + 12, -58.0)]
     # Bob declined presence: his app's report is refused and changes nothing.
     assert s.app_sighting("shopper-bob", frame, -50, T0 + 10) == "no_consent"
     assert s.zone_of("shopper-bob") is None

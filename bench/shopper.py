@@ -13,8 +13,8 @@ import random
 import time
 from types import TracebackType
 
+from beacons.backoff import Backoff
 from bench.errors import BenchError
-from gateway.backoff import Backoff
 from gateway.errors import LinkError
 from gateway.mqtt import MqttLink
 from gateway.nodes import Advert, encode_batch

@@ -7,9 +7,9 @@ import logging
 import random
 import time
 
+from beacons.backoff import Backoff
 from firmware_sim.radio import Radio
 from firmware_sim.scenario import DEVICES, NODES, ROUND_S, demo_records, position
-from gateway.backoff import Backoff
 from gateway.config import Config
 from gateway.errors import LinkDownError
 from gateway.mqtt import MqttLink

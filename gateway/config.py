@@ -114,6 +114,9 @@ class PresenceConfig(_Section, frozen=True):
 class RadioConfig(_Section, frozen=True):
     enabled: bool = True
     zone: str = ""
+    adapter: Annotated[str, msgspec.Meta(pattern=r"^hci\d{1,2}$")] = "hci0"
+    watchdog_s: Positive = 30.0
+    queue_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
 
 
 class ZoneConfig(_Section, frozen=True):

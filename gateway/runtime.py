@@ -18,8 +18,9 @@ from typing import Any
 
 import msgspec
 
+from beacons.backoff import Backoff
+from beacons.bleak_source import BleakSource
 from gateway import __version__
-from gateway.backoff import Backoff
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.errors import LinkError, StoreError
@@ -62,6 +63,14 @@ class Gateway:
             metrics=self.metrics,
             on_event=self.kiosks.on_presence,
         )
+        self.radio: BleakSource | None = None
+        if config.radio.enabled:
+            self.radio = BleakSource(
+                config.radio.adapter,
+                queue_size=config.radio.queue_size,
+                watchdog_s=config.radio.watchdog_s,
+                clock=self.clock.now,
+            )
         status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"
         self.link = MqttLink(
             name="store",
@@ -99,6 +108,12 @@ class Gateway:
                     tasks.create_task(self.link.run(), name="store-broker-link")
                     consumer = tasks.create_task(self._consume(), name="store-broker-consumer")
                     ticker = tasks.create_task(self._tick(), name="presence-ticker")
+                    radio_tasks = []
+                    if self.radio is not None:
+                        radio_tasks = [
+                            tasks.create_task(self.radio.run(), name="radio-scanner"),
+                            tasks.create_task(self._consume_radio(), name="radio-consumer"),
+                        ]
                     log.info(
                         "gateway started",
                         extra={"version": __version__, "store": self.config.store_id},
@@ -108,8 +123,12 @@ class Gateway:
                     finally:
                         self.stopping.set()
                         await self.link.aclose()
+                        if self.radio is not None:
+                            await self.radio.aclose()
                         consumer.cancel()
                         ticker.cancel()
+                        for task in radio_tasks[1:]:
+                            task.cancel()
             finally:
                 await self.writer.aclose()
         finally:
@@ -126,9 +145,7 @@ class Gateway:
         components = {
             "store": store,
             "broker": broker,
-            "radio": {"state": "absent", "detail": "no local radio scanner in this build"}
-            if self.config.radio.enabled
-            else {"state": "disabled"},
+            "radio": self.radio.status() if self.radio is not None else {"state": "disabled"},
             "hq": {"state": "not_configured"},
             "beacons": self.sensing.fleet.status(self.clock.now()),
             "kiosks": {
@@ -151,6 +168,12 @@ class Gateway:
         while True:
             message = await inbox.get()
             self.sensing.handle(message)
+
+    async def _consume_radio(self) -> None:
+        assert self.radio is not None
+        sightings = self.radio.sightings
+        while True:
+            self.sensing.radio_sighting(await sightings.get())
 
     async def _tick(self) -> None:
         while True:

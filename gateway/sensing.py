@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from beacons import DecodeError, EddystoneTLM, Frame, decode_advertisement
+from beacons import DecodeError, EddystoneTLM, Frame, decode_advertisement, decode_bleak
 from beacons.anonymous import AnonymousCounter
+from beacons.bleak_source import RadioSighting
 from beacons.frames import EddystoneEID, EddystoneUID, IBeacon
 from beacons.presence import (
     LeftKiosk,
@@ -43,6 +44,8 @@ from gateway.store import Database, Purpose
 
 __all__ = ["Sensing"]
 
+_SHOPPER, _ANONYMOUS, _FIXED, _DROPPED = "shopper", "anonymous", "fixed_beacon", "dropped"
+_RADIO = "radio"  # the scanner name of the box's own adapter in presence
 _EVENT_KIND: dict[type, str] = {
     ZoneEntered: "entered",
     ZoneDwelling: "dwelling",
@@ -117,6 +120,13 @@ class Sensing:
         self._anonymous_sightings = m.sightings.labels(kind="anonymous")
         self._shopper_sightings = m.sightings.labels(kind="shopper")
         self._fixed_sightings = m.sightings.labels(kind="fixed_beacon")
+        self._radio_adverts = m.adverts.labels(source="radio")
+        self._sightings_of = {
+            _SHOPPER: self._shopper_sightings,
+            _ANONYMOUS: self._anonymous_sightings,
+            _FIXED: self._fixed_sightings,
+        }
+        self._radio_zone = config.radio.zone
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -148,51 +158,92 @@ class Sensing:
 
     def ingest(self, zone: str, batch: NodeBatch) -> None:
         now = self._clock.now()
+        counts = {_SHOPPER: 0, _ANONYMOUS: 0, _FIXED: 0, _DROPPED: 0}
         for advert in batch.adverts:
-            self._node_adverts.inc()
             t = now - advert.age_ms / 1000.0
-            self.sight(zone, advert.data, advert.rssi, t, advert.addr, scanner=batch.node)
+            kind = self.sight(
+                zone, advert.data, advert.rssi, t, addr=advert.addr, scanner=batch.node
+            )
+            counts[kind] += 1
+        # Counted once per batch, not per advertisement: this is the hottest loop of the box.
+        self._node_adverts.inc(len(batch.adverts))
+        self._shopper_sightings.inc(counts[_SHOPPER])
+        self._anonymous_sightings.inc(counts[_ANONYMOUS])
+        self._fixed_sightings.inc(counts[_FIXED])
 
-    def sight(
-        self, zone: str, data: bytes, rssi: int, t: float, addr: str, *, scanner: str
-    ) -> None:
-        """One advertisement heard in ``zone`` by ``scanner`` at time ``t``."""
+    def sight(self, zone: str, data: bytes, rssi: int, t: float, *, addr: str, scanner: str) -> str:
+        """One advertisement heard in ``zone`` by ``scanner`` at time ``t``; returns what it
+        was: a shopper's, an anonymous device's, a fixed beacon's, or dropped."""
         try:
             frame = decode_advertisement(data)
         except DecodeError as exc:
             self._drop("node", "undecodable_advert", "advertisement rejected", detail=str(exc))
+            return _DROPPED
+        return self._place(
+            zone, frame, rssi, t, addr=addr, device=addr.encode() or data, scanner=scanner
+        )
+
+    def radio_sighting(self, sighting: RadioSighting) -> None:
+        """One advertisement heard by the box's own radio (bleak's shape, already split)."""
+        self._radio_adverts.inc()
+        try:
+            frame = decode_bleak(sighting.manufacturer_data, sighting.service_data)
+        except DecodeError as exc:
+            self._drop("radio", "undecodable_advert", "advertisement rejected", detail=str(exc))
             return
+        if self._radio_zone:
+            kind = self._place(
+                self._radio_zone,
+                frame,
+                sighting.rssi,
+                sighting.t,
+                addr=sighting.address,
+                device=sighting.address.encode(),
+                scanner=_RADIO,
+            )
+        elif frame is not None and self._fixed_beacon(frame, sighting.address, sighting.t):
+            kind = _FIXED  # a radio in a back office only watches the beacon fleet
+        else:
+            return
+        self._sightings_of[kind].inc()
+
+    def _place(
+        self,
+        zone: str,
+        frame: Frame | None,
+        rssi: int,
+        t: float,
+        *,
+        addr: str,
+        device: bytes,
+        scanner: str,
+    ) -> str:
         if frame is not None and self._fixed_beacon(frame, addr, t):
-            return
+            return _FIXED
         try:
             shopper = self.identities.resolve(frame, addr, t)
         except StoreError as exc:
             self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
-            return
+            return _DROPPED
         if shopper is None:
-            self._anonymous_sightings.inc()
-            self._anonymous.observe(zone, addr.encode() or data, t)
-            return
-        self._shopper_sightings.inc()
+            self._anonymous.observe(zone, device, t)
+            return _ANONYMOUS
         self._emit(
             self._presence.observe(
                 shopper, zone, rssi, t, scanner=scanner, tx_power=_power_at_1m(frame)
             )
         )
+        return _SHOPPER
 
     def _fixed_beacon(self, frame: Frame, addr: str, t: float) -> bool:
         """Record a frame from one of the store's own beacons; True when it was one."""
         if isinstance(frame, EddystoneTLM):
-            if addr and self.fleet.telemetry(addr, frame, t):
-                self._fixed_sightings.inc()
-                return True
-            return False
+            return bool(addr) and self.fleet.telemetry(addr, frame, t)
         key = identity_key(frame)
         beacon = self.fleet.by_identity(key) if key is not None else None
         if beacon is None:
             return False
         self.fleet.heard(beacon, t)
-        self._fixed_sightings.inc()
         return True
 
     def app_sighting(self, shopper_id: str, frame: Frame, rssi: int, t: float) -> str:

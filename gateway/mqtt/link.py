@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.backoff import Backoff
+from beacons.backoff import Backoff
 from gateway.errors import LinkDownError, LinkError
 from gateway.linkstate import LinkEvent, LinkMachine, LinkState
 

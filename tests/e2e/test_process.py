@@ -48,6 +48,8 @@ def test_run_without_config_is_degraded_then_connects_and_stops_cleanly(tmp_path
         "MOMENTS_BROKER__PORT": str(broker_port),
         "MOMENTS_HTTP__PORT": str(http_port),
         "MOMENTS_BROKER__BACKOFF_MAX_S": "1",
+        # Wherever the tests run, the radio finds no system bus: a known, repeatable absence.
+        "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path / 'no-system-bus'}",
     }
     env.pop("MOMENTS_CONFIG", None)
     log = (tmp_path / "gateway.log").open("wb")
@@ -62,6 +64,11 @@ def test_run_without_config_is_degraded_then_connects_and_stops_cleanly(tmp_path
         assert health["components"]["broker"]["state"] in {"connecting", "backoff"}
         assert health["components"]["store"]["state"] == "ok"
         assert (tmp_path / "data" / "store" / "data.mdb").exists()
+        # No Bluetooth here: the radio is reported unavailable, with the reason, not fatal.
+        radio = _wait_health(
+            http_port, lambda h: h["components"]["radio"]["state"] == "unavailable"
+        )["components"]["radio"]
+        assert radio["detail"]
 
         broker.start()
         health = _wait_health(
@@ -83,6 +90,12 @@ def test_run_without_config_is_degraded_then_connects_and_stops_cleanly(tmp_path
     assert "gateway stopped" in messages
     assert not [line for line in lines if line["level"] in {"error", "critical"}], lines
     assert all("Traceback" not in line["msg"] for line in lines)
+    radio_warnings = [
+        line
+        for line in lines
+        if line["logger"] == "beacons.bleak_source" and line["level"] == "warning"
+    ]
+    assert len(radio_warnings) == 1, radio_warnings  # one clear line, not one per retry
 
 
 def test_run_refuses_a_bad_value_naming_key_value_and_expectation(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backoff import Backoff
+from beacons.backoff import Backoff
 from gateway.errors import LinkDownError
 from gateway.linkstate import IllegalTransition, LinkEvent, LinkMachine, LinkState
 from gateway.mqtt import MqttLink, Will

@@ -1,4 +1,4 @@
-"""Jittered exponential backoff for every reconnect loop."""
+"""Jittered exponential backoff for every reconnect and restart loop (pure: no clock, no sleep)."""
 
 from __future__ import annotations
 

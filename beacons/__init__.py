@@ -1,17 +1,27 @@
-"""BLE beacon decoding, sans-I/O: bytes in, frames out.
+"""BLE beacons, sans-I/O: bytes and an injected time in, frames and presence events out.
 
-Nothing here touches a radio, a socket, a clock or a logger.  The scanner adapter hands
-over advertisement bytes (a raw payload, or bleak's ``manufacturer_data`` and
-``service_data`` mappings) and gets back an immutable frame value, ``None`` when the
-advertisement carries no beacon frame we know, or a ``DecodeError`` when the bytes are
-malformed.
+Nothing here touches a socket, a clock or a logger, except ``bleak_source``, the one thin
+adapter around a real radio (import it explicitly; importing ``beacons`` does not load
+bleak). The adapter hands over advertisement bytes (a raw payload, an HCI report, or bleak's
+``manufacturer_data`` and ``service_data`` mappings) and gets back an immutable frame value,
+``None`` when the advertisement carries no beacon frame we know, or a ``DecodeError`` when the
+bytes are malformed.
 
 Modules, one noun each:
 
-* ``errors``: the exception tree (``BeaconError`` > ``DecodeError``);
+* ``errors``: the exception tree (``BeaconError`` > ``DecodeError``, ``IdentityError``);
 * ``frames``: the frame values (iBeacon, AltBeacon, Eddystone UID/URL/TLM/eTLM/EID);
 * ``adstructs``: walking the AD structures of a payload;
-* ``decode``: the decoders from bytes (or hex text) to frames.
+* ``decode``: the decoders from bytes (or hex text) to frames;
+* ``hci``: HCI LE (extended) advertising reports to frames plus the radio fields;
+* ``eid``: Eddystone-EID computation and the X25519 + HKDF key registration;
+* ``irk``: resolvable private addresses (the Bluetooth Core ``ah`` function);
+* ``resolver``: the EID lookup table and the cached IRK resolver;
+* ``anonymous``: counting devices of people who did not opt in, with a rotating keyed hash;
+* ``rssi``: the windowed robust signal estimate, calibration, distance;
+* ``presence``: the zone presence state machine, as a table;
+* ``backoff``: jittered exponential backoff (a pure policy);
+* ``bleak_source``: the radio adapter (the only I/O).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from beacons.adstructs import (
     iter_ad_structures,
     parse_advertisement,
 )
+from beacons.anonymous import AnonymousCounter
+from beacons.backoff import Backoff
 from beacons.decode import (
     APPLE_COMPANY_ID,
     EDDYSTONE_UUID16,
@@ -32,7 +44,8 @@ from beacons.decode import (
     decode_manufacturer_data,
     decode_service_data,
 )
-from beacons.errors import BeaconError, DecodeError
+from beacons.eid import compute_eid, derive_identity_key, eid_for_time, temporary_key
+from beacons.errors import BeaconError, DecodeError, IdentityError
 from beacons.frames import (
     AltBeacon,
     EddystoneEID,
@@ -44,6 +57,21 @@ from beacons.frames import (
     FrameDict,
     IBeacon,
 )
+from beacons.hci import AdvertisingReport, decode_hci_event
+from beacons.irk import ah, is_resolvable, resolves
+from beacons.presence import (
+    IllegalTransition,
+    LeftKiosk,
+    NearKiosk,
+    PresenceEvent,
+    PresenceParams,
+    PresenceTracker,
+    ZoneDwelling,
+    ZoneEntered,
+    ZoneLeft,
+)
+from beacons.resolver import EidResolver, IrkResolver
+from beacons.rssi import Calibration, RssiWindow, distance_m
 
 __all__ = [
     "APPLE_COMPANY_ID",
@@ -51,22 +79,48 @@ __all__ = [
     "MAX_PAYLOAD",
     "ADStructure",
     "AdvertisementFields",
+    "AdvertisingReport",
     "AltBeacon",
+    "AnonymousCounter",
+    "Backoff",
     "BeaconError",
+    "Calibration",
     "DecodeError",
     "EddystoneEID",
     "EddystoneETLM",
     "EddystoneTLM",
     "EddystoneUID",
     "EddystoneURL",
+    "EidResolver",
     "Frame",
     "FrameDict",
     "IBeacon",
+    "IdentityError",
+    "IllegalTransition",
+    "IrkResolver",
+    "LeftKiosk",
+    "NearKiosk",
+    "PresenceEvent",
+    "PresenceParams",
+    "PresenceTracker",
+    "RssiWindow",
+    "ZoneDwelling",
+    "ZoneEntered",
+    "ZoneLeft",
+    "ah",
+    "compute_eid",
     "decode_advertisement",
     "decode_bleak",
+    "decode_hci_event",
     "decode_hex",
     "decode_manufacturer_data",
     "decode_service_data",
+    "derive_identity_key",
+    "distance_m",
+    "eid_for_time",
+    "is_resolvable",
     "iter_ad_structures",
     "parse_advertisement",
+    "resolves",
+    "temporary_key",
 ]

@@ -10,6 +10,8 @@ One small tree; catch the root to handle anything this package refuses::
                                  identity key that is not 16 bytes, a rotation
                                  exponent outside 0..15, a malformed Bluetooth address,
                                  an X25519 exchange that yields the all-zero secret, ...
+     +-- IllegalTransition      (``beacons.presence``) a presence event the state table has
+                                 no row for: a bug, never caused by input
 
 A ``DecodeError`` carries a short, specific ``reason`` such as
 ``"AD structure length 30 at offset 0 overruns payload of 12 bytes"``; it is also the

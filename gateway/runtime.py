@@ -179,8 +179,12 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             self.sensing.tick()
+            # Re-decides every screen once a second: offers that start or end, consents that
+            # change while a shopper stands there; unchanged views are not re-sent.
+            self.kiosks.refresh_all()
             for alert in self.sensing.fleet.check(self.clock.now()):
-                log.warning(
+                log.log(
+                    logging.INFO if alert.condition == "ok" else logging.WARNING,
                     "fixed beacon condition changed",
                     extra={
                         "beacon": alert.beacon,

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Eddystone-EID: compute an EID, derive an identity key",
         description="Eddystone-EID as its specification computes it.",
     )
+    eid.set_defaults(handler=_help_of(eid))
     eid_sub = eid.add_subparsers(title="eid commands", metavar="COMMAND")
     compute = eid_sub.add_parser(
         "compute",
@@ -113,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help="resolvable private addresses",
         description="Bluetooth Core resolvable private address checks.",
     )
+    irk.set_defaults(handler=_help_of(irk))
     irk_sub = irk.add_subparsers(title="irk commands", metavar="COMMAND")
     resolve = irk_sub.add_parser(
         "resolve",
@@ -137,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-seed-store", action="store_true", help="do not write the demo records")
     sim.set_defaults(handler=_cmd_sim)
     return parser
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """A handler for a command group given no command: its own help, exit status 2."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -201,17 +214,25 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     inputs: Iterable[str]
     if args.payloads == ["-"]:
-        inputs = (line for line in sys.stdin if line.strip())
+        # Bytes, not text: a line that is not UTF-8 is reported in place, not a crash.
+        inputs = (
+            line.decode("utf-8", errors="replace") for line in sys.stdin.buffer if line.strip()
+        )
     elif not args.payloads:
         print("moments decode: give HEX payloads, or - to read them from stdin", file=sys.stderr)
         return 2
     else:
         inputs = args.payloads
     failed = False
-    for text in inputs:
-        result = decode_hex(text)
-        failed = failed or result["type"] is None
-        print(json.dumps(result), flush=True)
+    try:
+        for text in inputs:
+            result = decode_hex(text)
+            failed = failed or result["type"] is None
+            print(json.dumps(result), flush=True)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as a filter should.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1 if failed else 0
     return 1 if failed else 0
 
 

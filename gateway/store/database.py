@@ -16,6 +16,12 @@ database        key                   value
 ``identities``  beacon identity key   :class:`IdentityRecord` (see ``gateway.identity``)
 ``keys``        ``eid:``/``irk:`` id  :class:`EidKeyRecord`, :class:`IrkRecord`
 ``meta``        name                  raw bytes (schema version, clocks, watermarks)
+``sync``        stream name           last applied sequence and state (``gateway/sync``)
+``keyring``     key id                trusted HQ signing keys
+``staging``     snapshot/stream/id    snapshot items waiting for their ``snapshot_end``
+``tombstones``  kind/id               erasures (no personal data), kept past the longest outage
+``outbox``      sequence (8 bytes BE) events waiting for the HQ broker's PUBACK
+``templates``   template id           templates published by HQ
 ==============  ====================  ===========================================
 
 ``meta/identity_generation`` counts the commits that changed who can be recognised (a
@@ -47,7 +53,22 @@ __all__ = ["DATABASES", "Database"]
 
 log = logging.getLogger(__name__)
 
-DATABASES: Final = ("profiles", "consents", "offers", "identities", "keys", "meta")
+DATABASES: Final = (
+    "profiles",
+    "consents",
+    "offers",
+    "identities",
+    "keys",
+    "meta",
+    # HQ sync and the outbox (gateway/sync/): last applied sequence per stream, trusted HQ
+    # signing keys, snapshot staging, erasure tombstones, outgoing events, HQ templates.
+    "sync",
+    "keyring",
+    "staging",
+    "tombstones",
+    "outbox",
+    "templates",
+)
 _TABLE_OF: Final[dict[type[Any], str]] = {
     ProfileRecord: "profiles",
     ConsentRecord: "consents",

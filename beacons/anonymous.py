@@ -19,7 +19,7 @@ __all__ = ["AnonymousCounter"]
 class AnonymousCounter:
     """Distinct devices per zone within the current rotation period (default: one day, UTC)."""
 
-    __slots__ = ("_entropy", "_key", "_period", "_period_s", "_seen")
+    __slots__ = ("_entropy", "_key", "_keyed", "_period", "_period_s", "_seen")
 
     def __init__(
         self, period_s: float = 86_400.0, entropy: Callable[[int], bytes] = os.urandom
@@ -27,13 +27,15 @@ class AnonymousCounter:
         self._period_s = period_s
         self._entropy = entropy
         self._key = b""
+        self._keyed = hashlib.blake2b(digest_size=8)
         self._period = -1
         self._seen: dict[str, set[bytes]] = {}
 
     def observe(self, zone: str, device: bytes, now: float) -> None:
         self._rotate(now)
-        digest = hashlib.blake2b(device, key=self._key, digest_size=8).digest()
-        self._seen.setdefault(zone, set()).add(digest)
+        hasher = self._keyed.copy()  # cheaper than keying a new hasher for every sighting
+        hasher.update(device)
+        self._seen.setdefault(zone, set()).add(hasher.digest())
 
     def counts(self, now: float) -> dict[str, int]:
         self._rotate(now)
@@ -44,4 +46,5 @@ class AnonymousCounter:
         if period != self._period:
             self._period = period
             self._key = self._entropy(32)
+            self._keyed = hashlib.blake2b(key=self._key, digest_size=8)
             self._seen = {}

@@ -50,13 +50,17 @@ class Identities:
         self.irks = IrkResolver()
         self._generation = -1
 
-    def resolve(self, frame: Frame | None, address: str, now: float) -> str | None:
-        """The shopper behind a sighting, if that shopper currently consents to presence."""
+    def resolve(
+        self, frame: Frame | None, address: str, now: float, *, key: str | None = None
+    ) -> str | None:
+        """The shopper behind a sighting, if that shopper currently consents to presence.
+        ``key`` is ``identity_key(frame)`` when the caller has already computed it."""
         shopper: str | None = None
         if isinstance(frame, EddystoneEID):
             shopper = self.eids.resolve(bytes.fromhex(frame.eid), now)
         elif frame is not None:
-            key = identity_key(frame)
+            if key is None:
+                key = identity_key(frame)
             if key is not None:
                 identity = self._db.identity(key)
                 shopper = identity.shopper_id if identity is not None else None

@@ -201,7 +201,9 @@ class Sensing:
                 device=sighting.address.encode(),
                 scanner=_RADIO,
             )
-        elif frame is not None and self._fixed_beacon(frame, sighting.address, sighting.t):
+        elif frame is not None and self._fixed_beacon(
+            frame, identity_key(frame), sighting.address, sighting.t
+        ):
             kind = _FIXED  # a radio in a back office only watches the beacon fleet
         else:
             return
@@ -218,10 +220,11 @@ class Sensing:
         device: bytes,
         scanner: str,
     ) -> str:
-        if frame is not None and self._fixed_beacon(frame, addr, t):
+        key = identity_key(frame) if frame is not None else None
+        if frame is not None and self._fixed_beacon(frame, key, addr, t):
             return _FIXED
         try:
-            shopper = self.identities.resolve(frame, addr, t)
+            shopper = self.identities.resolve(frame, addr, t, key=key)
         except StoreError as exc:
             self._drop("store", "store_read_failed", "identity lookup failed", detail=str(exc))
             return _DROPPED
@@ -235,11 +238,10 @@ class Sensing:
         )
         return _SHOPPER
 
-    def _fixed_beacon(self, frame: Frame, addr: str, t: float) -> bool:
+    def _fixed_beacon(self, frame: Frame, key: str | None, addr: str, t: float) -> bool:
         """Record a frame from one of the store's own beacons; True when it was one."""
         if isinstance(frame, EddystoneTLM):
             return bool(addr) and self.fleet.telemetry(addr, frame, t)
-        key = identity_key(frame)
         beacon = self.fleet.by_identity(key) if key is not None else None
         if beacon is None:
             return False

@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, MomentsError
 from gateway.logs import configure_logging
+from gateway.store import cli as store_cli
 
 __all__ = ["main"]
 
@@ -125,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("--irk", required=True, metavar="HEX", help="16 bytes, hex")
     resolve.add_argument("addresses", nargs="+", metavar="ADDRESS", help="AA:BB:CC:DD:EE:FF")
     resolve.set_defaults(handler=_cmd_irk_resolve)
+
+    store_cli.register(sub)
 
     sim = sub.add_parser(
         "sim",

@@ -32,6 +32,7 @@ from gateway.mqtt import MqttLink, Will
 from gateway.render import Renderer
 from gateway.sensing import Sensing
 from gateway.store import Database, Writer
+from gateway.store.backup import hold_lock
 
 __all__ = ["Gateway"]
 
@@ -98,6 +99,13 @@ class Gateway:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         self.started_at = time.time()
+        # One gateway per store: a second one (or a restore) is refused while this one runs.
+        with hold_lock(self.db.path):
+            async with self._store_open():
+                yield self
+
+    @asynccontextmanager
+    async def _store_open(self) -> AsyncIterator[None]:
         self.db.open()
         try:
             self.writer.start()
@@ -119,7 +127,7 @@ class Gateway:
                         extra={"version": __version__, "store": self.config.store_id},
                     )
                     try:
-                        yield self
+                        yield
                     finally:
                         self.stopping.set()
                         await self.link.aclose()

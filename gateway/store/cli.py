@@ -1,0 +1,109 @@
+"""``moments store``: back up and restore the gateway's local store.
+
+``moments store backup --to DIR`` copies the store, even while the gateway runs, into the new
+folder ``DIR``; ``moments store restore --from DIR [--force]`` puts such a copy in place of the
+store, with the gateway stopped. Both find the store at ``<data_dir>/store`` of the
+configuration (``-c FILE``, ``MOMENTS_CONFIG``, ``MOMENTS_*``), print one JSON line of what they
+did, and on an error print one line to standard error and exit 1 (2 for bad usage or
+configuration). See :mod:`gateway.store.backup` for how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.config import load_config
+from gateway.errors import ConfigError, MomentsError
+from gateway.store.backup import backup, restore
+
+__all__ = ["register"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``store backup`` and ``store restore`` to the ``moments`` command line."""
+    store = subparsers.add_parser(
+        "store",
+        help="back up and restore the local store",
+        description="Back up the gateway's LMDB store while it runs, or restore a backup "
+        "with the gateway stopped.",
+    )
+    store.set_defaults(handler=_help_of(store))
+    commands = store.add_subparsers(title="store commands", metavar="COMMAND")
+
+    backup_cmd = commands.add_parser(
+        "backup",
+        help="copy the store into a new folder",
+        description="Make a consistent, compacted copy of the store (the gateway may be "
+        "running) in DIR, which must not exist or be empty, with a manifest.json holding the "
+        'schema version, time, size and SHA-256. Prints {"action": "backup", ...}.',
+    )
+    backup_cmd.add_argument("--to", required=True, type=Path, metavar="DIR", dest="to")
+    backup_cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    backup_cmd.set_defaults(handler=_cmd_backup)
+
+    restore_cmd = commands.add_parser(
+        "restore",
+        help="put a backup in place of the store",
+        description="Check a backup's manifest and checksum, then put it in place of the "
+        "store; the gateway must be stopped. The current store is moved aside to "
+        'store.before-restore-<time>, never deleted. Prints {"action": "restore", ...}.',
+    )
+    restore_cmd.add_argument(
+        "--from", required=True, type=Path, metavar="DIR", dest="source", help="backup folder"
+    )
+    restore_cmd.add_argument(
+        "--force", action="store_true", help="replace a store that holds data (kept aside)"
+    )
+    restore_cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    restore_cmd.set_defaults(handler=_cmd_restore)
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Handler:
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
+
+
+def _store_path(config: Path | None) -> Path:
+    return load_config(config).data_path / "store"
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    def run() -> dict[str, object]:
+        info = backup(_store_path(args.config), args.to)
+        return {"action": "backup", **info.to_json()}
+
+    return _report(run)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    def run() -> dict[str, object]:
+        info = restore(args.source, _store_path(args.config), force=args.force)
+        return {"action": "restore", **info.to_json()}
+
+    return _report(run)
+
+
+def _report(run: Callable[[], dict[str, object]]) -> int:
+    try:
+        done = run()
+    except ConfigError as exc:
+        _error(f"configuration error: {exc}")
+        return 2
+    except MomentsError as exc:
+        _error(str(exc))
+        return 1
+    print(json.dumps(done), flush=True)
+    return 0
+
+
+def _error(message: str) -> None:
+    print(f"moments store: {' '.join(message.split())}", file=sys.stderr)

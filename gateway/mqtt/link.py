@@ -11,6 +11,13 @@ by the same figure. Lost links come back with jittered exponential backoff, fore
 Incoming messages land in a bounded queue (``inbox``); when it is full the message is dropped
 and counted (``dropped``): sensing data is perishable and the broker must never be
 back-pressured by a slow consumer into disconnecting us.
+
+``publish_acked`` returns a future per message that completes when the broker's PUBACK for it
+arrives (``inflight`` counts those still waiting). paho's in-memory session is not trusted
+across a reconnect (the broker may have restarted without our session): when the link drops,
+every waiting future fails with ``LinkDownError`` and paho forgets those messages, so the
+caller, who still has them (the outbox), decides what to send again and in which order.
+Messages from plain ``publish`` keep paho's own redelivery after a reconnect.
 """
 
 from __future__ import annotations
@@ -103,6 +110,8 @@ class MqttLink:
         self._lost = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
+        # publish_acked: message id -> the future its PUBACK completes.
+        self._acks: dict[int, asyncio.Future[None]] = {}
 
     # ----- public -----
 
@@ -129,6 +138,55 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise LinkError(f"{self.name} publish to {topic} failed: {paho.error_string(info.rc)}")
+
+    @property
+    def inflight(self) -> int:
+        """Messages from ``publish_acked`` still waiting for the broker's PUBACK."""
+        return len(self._acks)
+
+    def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a message; the future completes when the broker acknowledges it.
+
+        QoS 1 completes on the PUBACK (a failure reason code sets ``LinkError``), QoS 0 once
+        the bytes are written. The future fails with ``LinkDownError`` if the link drops
+        first. Raises ``LinkDownError`` at once when the link is down. The MQTT 5 properties
+        Message Expiry Interval, Response Topic and Correlation Data are set when given.
+        """
+        if qos not in (0, 1):
+            raise ValueError(f"publish_acked supports QoS 0 and 1, not {qos}")
+        if self._client is None or self._loop is None or not self.is_up or self._lost.is_set():
+            state = "lost" if self.is_up else self.state.value
+            raise LinkDownError(f"{self.name} link is {state}")
+        props: Properties | None = None
+        if expiry_s is not None or response_topic is not None or correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if expiry_s is not None:
+                props.MessageExpiryInterval = expiry_s
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
+            if correlation is not None:
+                props.CorrelationData = correlation
+        future: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
+            future.set_result(None)  # QoS 0, already written
+        elif info.rc in _QUEUED:
+            # Queued in paho (and, for NO_CONN or CONN_LOST, about to be failed and dropped
+            # by the loss handling, which runs after this call returns).
+            self._acks[info.mid] = future
+        else:
+            raise LinkError(f"{self.name} publish to {topic} failed: {paho.error_string(info.rc)}")
+        return future
 
     async def run(self) -> None:
         """Connect, stay connected, reconnect with backoff; returns only after ``aclose()``."""
@@ -189,6 +247,7 @@ class MqttLink:
         finally:
             misc.cancel()
             await asyncio.gather(misc, return_exceptions=True)
+        self._abandon_acks()
         if self._closing:
             return
         self._fire(LinkEvent.LOST)
@@ -232,6 +291,30 @@ class MqttLink:
             async with asyncio.timeout(self._backoff.next()):
                 await self._closed.wait()
 
+    def _abandon_acks(self) -> None:
+        """Fail every waiting ``publish_acked`` future and make paho forget those messages;
+        messages from plain ``publish`` are queued again for paho's redelivery."""
+        if not self._acks or self._client is None:
+            return
+        ours, self._acks = self._acks, {}
+        client = self._client
+        for message in client.drop_out_messages():
+            if message.mid not in ours:
+                client.publish(
+                    message.topic,
+                    message.payload,
+                    qos=message.qos,
+                    retain=message.retain,
+                    properties=message.properties,
+                )
+        error = LinkDownError(f"{self.name} link dropped before the broker acknowledged")
+        for future in ours.values():
+            if not future.done():
+                future.set_exception(error)
+        log.info(
+            "unacknowledged publishes abandoned", extra={"link": self.name, "count": len(ours)}
+        )
+
     def _teardown(self) -> None:
         client = self._client
         if client is not None:
@@ -243,6 +326,7 @@ class MqttLink:
             sock = client.socket()
             if sock is not None:
                 sock.close()
+            self._abandon_acks()
         if self.state is not LinkState.CLOSED:
             self._fire(LinkEvent.CLOSE)
 
@@ -269,6 +353,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -317,6 +402,20 @@ class MqttLink:
         except asyncio.QueueFull:
             self.dropped += 1
 
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        def settle() -> None:
+            future = self._acks.pop(mid, None)
+            if future is None or future.done():
+                return
+            if reason.is_failure:
+                future.set_exception(LinkError(f"{self.name} broker refused a publish: {reason}"))
+            else:
+                future.set_result(None)
+
+        self._in_loop(settle)
+
     def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         fd = sock.fileno()
 
@@ -362,6 +461,16 @@ class MqttLink:
     def _writable(self) -> None:
         if self._client is not None:
             self._client.loop_write()
+
+
+# paho return codes with which the message stays queued in paho's session.
+_QUEUED = frozenset(
+    {
+        MQTTErrorCode.MQTT_ERR_SUCCESS,
+        MQTTErrorCode.MQTT_ERR_NO_CONN,
+        MQTTErrorCode.MQTT_ERR_CONN_LOST,
+    }
+)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "BeaconConfig",
     "BrokerConfig",
     "Config",
+    "HqConfig",
     "HttpConfig",
     "IngestConfig",
     "KioskConfig",
@@ -38,6 +39,7 @@ __all__ = [
     "PresenceConfig",
     "RadioConfig",
     "StoreConfig",
+    "TrustedKeyConfig",
     "ZoneConfig",
     "load_config",
 ]
@@ -72,6 +74,33 @@ class BrokerConfig(_Section, frozen=True):
     backoff_max_s: Positive = 30.0
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 3600
     topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+]+[^/#+]$")] = "moments/v1"
+
+
+class TrustedKeyConfig(_Section, frozen=True):
+    id: Ident
+    public_key: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class HqConfig(_Section, frozen=True):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 8883
+    tls: bool = True
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = ""
+    client_id: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 60
+    connect_timeout_s: Positive = 10.0
+    backoff_min_s: Positive = 1.0
+    backoff_max_s: Positive = 120.0
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 86_400
+    trusted_keys: list[TrustedKeyConfig] = msgspec.field(default_factory=list)
+    outbox_budget_mb: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 256
+    perishable_expiry_s: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    tombstone_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
 
 class StoreConfig(_Section, frozen=True):
@@ -152,6 +181,7 @@ class Config(_Section, frozen=True):
     data_dir: str = "./var"
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    hq: HqConfig = msgspec.field(default_factory=HqConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
@@ -306,6 +336,21 @@ def _check_cross_references(source: str, config: Config) -> None:
     if any(b <= a for a, b in pairwise(p.dwell_steps_s)):
         raise ConfigError(
             source, "presence.dwell_steps_s", p.dwell_steps_s, "increasing numbers of seconds"
+        )
+    if config.hq.enabled and not config.hq.trusted_keys:
+        raise ConfigError(
+            source, "hq.trusted_keys", [], "at least one HQ signing key when hq.enabled"
+        )
+    if (
+        config.hq.enabled
+        and config.hq.tls
+        and bool(config.hq.cert_file) != bool(config.hq.key_file)
+    ):
+        raise ConfigError(
+            source,
+            "hq.cert_file",
+            config.hq.cert_file,
+            "a client certificate and its key, or neither",
         )
     if config.broker.backoff_max_s < config.broker.backoff_min_s:
         raise ConfigError(

@@ -1,5 +1,5 @@
 """MQTT links driven from the asyncio event loop."""
 
-from gateway.mqtt.link import InboundMessage, MqttLink, Will
+from gateway.mqtt.link import InboundMessage, MqttLink, Tls, Will
 
-__all__ = ["InboundMessage", "MqttLink", "Will"]
+__all__ = ["InboundMessage", "MqttLink", "Tls", "Will"]

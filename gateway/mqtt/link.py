@@ -40,7 +40,7 @@ from beacons.backoff import Backoff
 from gateway.errors import LinkDownError, LinkError
 from gateway.linkstate import LinkEvent, LinkMachine, LinkState
 
-__all__ = ["InboundMessage", "MqttLink", "Will"]
+__all__ = ["InboundMessage", "MqttLink", "Tls", "Will"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,15 @@ class InboundMessage:
     payload: bytes
     qos: int
     retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS to the broker: CA bundle (empty: the system's), client certificate and key."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class MqttLink:
         password: str = "",
         will: Will | None = None,
         birth: Will | None = None,
+        tls: Tls | None = None,
         inbox_size: int = 1024,
         on_state: Callable[[LinkState], None] | None = None,
     ) -> None:
@@ -96,6 +106,7 @@ class MqttLink:
         self._password = password
         self._will = will
         self._birth = birth
+        self._tls = tls
         self._on_state = on_state
         self.inbox: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=inbox_size)
         self.dropped = 0
@@ -192,8 +203,18 @@ class MqttLink:
         """Connect, stay connected, reconnect with backoff; returns only after ``aclose()``."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._client = self._make_client()
         try:
+            while not self._closing and self._client is None:
+                try:
+                    self._client = self._make_client()
+                except LinkError as exc:  # e.g. a certificate not provisioned yet
+                    self.last_error = str(exc)
+                    self._fire(LinkEvent.START if self.state is LinkState.IDLE else LinkEvent.RETRY)
+                    self._fire(LinkEvent.FAILED)
+                    log.error(
+                        "broker link cannot be set up", extra={"link": self.name, "error": str(exc)}
+                    )
+                    await self._sleep_backoff()
             while not self._closing:
                 await self._session()
         finally:
@@ -345,6 +366,15 @@ class MqttLink:
             reconnect_on_failure=False,
         )
         client.connect_timeout = self._connect_timeout
+        if self._tls is not None:
+            try:
+                client.tls_set(
+                    ca_certs=self._tls.ca_file or None,
+                    certfile=self._tls.cert_file or None,
+                    keyfile=self._tls.key_file or None,
+                )
+            except (OSError, ValueError) as exc:
+                raise LinkError(f"{self.name} TLS set-up failed: {exc}") from exc
         if self._username:
             client.username_pw_set(self._username, self._password or None)
         if self._will is not None:

@@ -10,6 +10,7 @@ import pytest
 from gateway.config import (
     BrokerConfig,
     Config,
+    HqConfig,
     HttpConfig,
     IngestConfig,
     LogConfig,
@@ -95,6 +96,7 @@ def test_example_file_shows_the_defaults_it_claims_to_show() -> None:
     assert config.data_dir == Config().data_dir
     assert config.http == HttpConfig()
     assert config.broker == BrokerConfig()
+    assert config.hq == HqConfig()
     assert config.store == StoreConfig()
     assert config.log == LogConfig()
     assert config.ingest == IngestConfig()

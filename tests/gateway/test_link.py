@@ -11,7 +11,7 @@ import pytest
 from beacons.backoff import Backoff
 from gateway.errors import LinkDownError
 from gateway.linkstate import IllegalTransition, LinkEvent, LinkMachine, LinkState
-from gateway.mqtt import MqttLink, Will
+from gateway.mqtt import MqttLink, Tls, Will
 from tests.support.broker import Broker, free_port
 
 pytestmark = pytest.mark.mqtt
@@ -140,3 +140,16 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert all(s / 2 <= d <= s for d, s in zip(delays, steps, strict=True))
     backoff.reset()
     assert backoff.next() <= 1.0
+
+
+async def test_tls_files_missing_keep_retrying_without_crashing(tmp_path: Path) -> None:
+    link = _link(free_port(), tls=Tls(ca_file=str(tmp_path / "missing-ca.pem")))
+    task = asyncio.create_task(link.run())
+    try:
+        await _until(link, LinkState.BACKOFF)
+        assert "TLS set-up failed" in link.status()["detail"]
+        assert not task.done()
+    finally:
+        await link.aclose()
+        await task
+    assert link.state is LinkState.CLOSED

@@ -16,16 +16,43 @@ from gateway.errors import StoreError
 from gateway.store.records import (
     ConsentRecord,
     EidKeyRecord,
+    HqKeyRecord,
     IdentityRecord,
     IrkRecord,
     OfferRecord,
     ProfileRecord,
+    SyncState,
+    TemplateRecord,
+    Tombstone,
 )
 
 __all__ = ["CURRENT_VERSION", "Record", "decode", "decode_as", "encode"]
 
-Record = ProfileRecord | ConsentRecord | OfferRecord | IdentityRecord | EidKeyRecord | IrkRecord
-R = TypeVar("R", ProfileRecord, ConsentRecord, OfferRecord, IdentityRecord, EidKeyRecord, IrkRecord)
+Record = (
+    ProfileRecord
+    | ConsentRecord
+    | OfferRecord
+    | IdentityRecord
+    | EidKeyRecord
+    | IrkRecord
+    | TemplateRecord
+    | HqKeyRecord
+    | Tombstone
+    | SyncState
+)
+R = TypeVar(
+    "R",
+    ProfileRecord,
+    ConsentRecord,
+    OfferRecord,
+    IdentityRecord,
+    EidKeyRecord,
+    IrkRecord,
+    TemplateRecord,
+    HqKeyRecord,
+    Tombstone,
+    SyncState,
+)
 
 CURRENT_VERSION: Final = 1
 

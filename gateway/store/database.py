@@ -24,6 +24,10 @@ database        key                   value
 ``templates``   template id           templates published by HQ
 ==============  ====================  ===========================================
 
+A put of a shopper's profile, consent, keys or identities is a no-op while a
+:class:`Tombstone` of that shopper is kept (``shopper_of`` says whose a record is): an erasure
+is never undone by a late write, from HQ or from this store.
+
 ``meta/identity_generation`` counts the commits that changed who can be recognised (a
 consent, an identity or a key), in the same transaction as the change, from this process or
 any other; the identity resolvers reload when it moves.
@@ -43,13 +47,25 @@ from gateway.store import codec
 from gateway.store.records import (
     ConsentRecord,
     EidKeyRecord,
+    HqKeyRecord,
     IdentityRecord,
     IrkRecord,
     OfferRecord,
     ProfileRecord,
+    SyncState,
+    TemplateRecord,
+    Tombstone,
 )
 
-__all__ = ["DATABASES", "Database"]
+__all__ = [
+    "DATABASES",
+    "HQ_CONFIG_KEY",
+    "Database",
+    "shopper_keys",
+    "shopper_of",
+    "table_and_key",
+    "tombstone_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +92,16 @@ _TABLE_OF: Final[dict[type[Any], str]] = {
     IdentityRecord: "identities",
     EidKeyRecord: "keys",
     IrkRecord: "keys",
+    TemplateRecord: "templates",
+    HqKeyRecord: "keyring",
+    Tombstone: "tombstones",
+    SyncState: "sync",
 }
 _SCHEMA_KEY: Final = b"schema_version"
 _IDENTITY_GENERATION: Final = b"identity_generation"
 _IDENTITY_KINDS: Final = (ConsentRecord, IdentityRecord, EidKeyRecord, IrkRecord)
+HQ_CONFIG_KEY: Final = b"hq_config"
+"""``meta`` key of the body of the last applied message of HQ's ``config`` stream (JSON)."""
 
 
 def table_and_key(record: codec.Record) -> tuple[str, bytes]:
@@ -95,7 +117,39 @@ def table_and_key(record: codec.Record) -> tuple[str, bytes]:
             key = f"eid:{record.shopper_id}"
         case IrkRecord():
             key = f"irk:{record.shopper_id}"
+        case TemplateRecord():
+            key = record.template_id
+        case HqKeyRecord():
+            key = record.key_id
+        case Tombstone():
+            return "tombstones", tombstone_key(record.kind, record.id)
+        case SyncState():
+            key = record.stream
     return _TABLE_OF[type(record)], key.encode()
+
+
+def tombstone_key(kind: str, id_: str) -> bytes:
+    """The ``tombstones`` key of an erasure: ``kind/id``."""
+    return f"{kind}/{id_}".encode()
+
+
+def shopper_keys(shopper_id: str) -> tuple[tuple[str, bytes], ...]:
+    """Where a shopper's profile, consent and keys live (identities are found by a scan)."""
+    return (
+        ("profiles", shopper_id.encode()),
+        ("consents", shopper_id.encode()),
+        ("keys", f"eid:{shopper_id}".encode()),
+        ("keys", f"irk:{shopper_id}".encode()),
+    )
+
+
+def shopper_of(record: codec.Record) -> str | None:
+    """The shopper whose personal data ``record`` is, or None: what a tombstone blocks."""
+    match record:
+        case ProfileRecord() | ConsentRecord() | IdentityRecord() | EidKeyRecord() | IrkRecord():
+            return record.shopper_id
+        case _:
+            return None
 
 
 class Database:
@@ -173,20 +227,40 @@ class Database:
     # ----- writes: operations for the Writer thread -----
 
     def put_op(self, records: list[codec.Record]) -> Callable[[Any], int]:
-        """A write operation that stores ``records`` (all or none) and returns how many."""
-        encoded = [(*table_and_key(r), codec.encode(r)) for r in records]
-        identity = any(isinstance(r, _IDENTITY_KINDS) for r in records)
+        """A write operation that stores ``records`` (all or none) and returns how many; the
+        records of an erased shopper (a tombstone is kept) are skipped, not counted."""
+        encoded = [
+            (*table_and_key(r), codec.encode(r), shopper_of(r), isinstance(r, _IDENTITY_KINDS))
+            for r in records
+        ]
 
         def put(txn: Any) -> int:
-            for table, key, value in encoded:
+            written = 0
+            identity = False
+            for table, key, value, shopper, identity_kind in encoded:
+                if shopper is not None and self.erased_in(txn, shopper):
+                    continue
                 txn.put(key, value, db=self._dbs[table])
+                written += 1
+                identity = identity or identity_kind
             if identity:
-                meta = self._dbs["meta"]
-                current = int(txn.get(_IDENTITY_GENERATION, b"0", db=meta))
-                txn.put(_IDENTITY_GENERATION, str(current + 1).encode(), db=meta)
-            return len(encoded)
+                self.bump_identity_generation(txn)
+            return written
 
         return put
+
+    # ----- helpers for write operations (run inside the writer's transaction) -----
+
+    def erased_in(self, txn: Any, shopper_id: str) -> bool:
+        """Whether a tombstone of ``shopper_id`` is kept, as seen by ``txn``."""
+        found = txn.get(tombstone_key("shopper", shopper_id), db=self._dbs["tombstones"])
+        return found is not None
+
+    def bump_identity_generation(self, txn: Any) -> None:
+        """Move ``meta/identity_generation`` on, in ``txn``: who can be recognised changed."""
+        meta = self._dbs["meta"]
+        current = int(txn.get(_IDENTITY_GENERATION, b"0", db=meta))
+        txn.put(_IDENTITY_GENERATION, str(current + 1).encode(), db=meta)
 
     # ----- reads: short read transactions, never across an await -----
 
@@ -213,6 +287,34 @@ class Database:
     def identity_generation(self) -> int:
         raw = self._get("meta", _IDENTITY_GENERATION.decode())
         return 0 if raw is None else int(raw)
+
+    def _scan(self, table: str) -> list[tuple[bytes, bytes]]:
+        try:
+            with self.env.begin(db=self._dbs[table], buffers=False) as txn:
+                return list(txn.cursor())
+        except lmdb.Error as exc:
+            raise StoreError(f"scan of {table} failed: {exc}") from exc
+
+    def template(self, template_id: str) -> TemplateRecord | None:
+        raw = self._get("templates", template_id)
+        return None if raw is None else codec.decode_as(TemplateRecord, raw)
+
+    def sync_state(self, stream: str) -> SyncState:
+        """Where HQ stream ``stream`` stands (a fresh state when nothing was applied yet)."""
+        raw = self._get("sync", stream)
+        return SyncState(stream=stream) if raw is None else codec.decode_as(SyncState, raw)
+
+    def keyring_records(self) -> list[HqKeyRecord]:
+        """The HQ signing keys received through the ``keys`` stream, active and revoked."""
+        return [codec.decode_as(HqKeyRecord, value) for _key, value in self._scan("keyring")]
+
+    def tombstones(self) -> list[Tombstone]:
+        """Every erasure tombstone kept (no personal data)."""
+        return [codec.decode_as(Tombstone, value) for _key, value in self._scan("tombstones")]
+
+    def hq_config(self) -> bytes | None:
+        """The JSON body of the last applied message of HQ's ``config`` stream, if any."""
+        return self._get("meta", HQ_CONFIG_KEY.decode())
 
     def resolver_keys(self) -> list[EidKeyRecord | IrkRecord]:
         """Every shopper's EID identity key and IRK (for the resolvers; never logged)."""

@@ -8,19 +8,23 @@ so that a prefix scan finds related records.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = [
     "ConsentRecord",
     "EidKeyRecord",
+    "HqKeyRecord",
     "IdentityRecord",
     "IrkRecord",
     "OfferRecord",
     "ProfileRecord",
     "Purpose",
     "PurposeState",
+    "SyncState",
+    "TemplateRecord",
+    "Tombstone",
 ]
 
 
@@ -49,20 +53,30 @@ class ProfileRecord(_Record, tag="profile", frozen=True, kw_only=True):
 
 
 class PurposeState(msgspec.Struct, frozen=True, kw_only=True):
+    """One purpose's decision. ``hlc`` is the hybrid logical clock timestamp of the decision
+    (``physical_ms << 16 | logical``, see :mod:`gateway.store.hlc`): the causal order used when
+    a store's and HQ's views meet (``gateway.sync.merge``); 0 for a decision stamped before
+    clocks were recorded."""
+
     granted: bool
     at: float
     notice_version: str = ""
     channel: str = "app"
     expires_at: float | None = None
+    hlc: int = 0
 
     def active(self, now: float) -> bool:
         return self.granted and (self.expires_at is None or now < self.expires_at)
 
 
 class ConsentRecord(_Record, tag="consent", frozen=True, kw_only=True):
+    """A shopper's consents. ``erased`` marks an erasure travelling from HQ: it carries no
+    purposes, and applying it erases the shopper and leaves a :class:`Tombstone`."""
+
     shopper_id: str
     purposes: dict[str, PurposeState] = msgspec.field(default_factory=dict)
     no_marketing: bool = False
+    erased: bool = False
 
     def allows(self, purpose: Purpose, now: float) -> bool:
         state = self.purposes.get(purpose.value)
@@ -80,12 +94,12 @@ class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
     segments: list[str] = msgspec.field(default_factory=list)
     priority: int = 0
     valid_from: float = 0.0
-    valid_until: float = float("inf")
+    valid_until: float | None = None  # None: no end (JSON has no infinity)
     template_id: str = "offer"
     generic: bool = False
 
     def valid_at(self, now: float) -> bool:
-        return self.valid_from <= now < self.valid_until
+        return self.valid_from <= now and (self.valid_until is None or now < self.valid_until)
 
 
 class IdentityRecord(_Record, tag="identity", frozen=True, kw_only=True):
@@ -113,3 +127,56 @@ class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
 
     shopper_id: str
     irk: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+
+
+class TemplateRecord(_Record, tag="template", frozen=True, kw_only=True):
+    """A template published by HQ (the ``templates`` stream)."""
+
+    template_id: str
+    source: str
+    version: int = 1
+
+
+class HqKeyRecord(_Record, tag="hq_key", frozen=True, kw_only=True):
+    """An HQ signing key this store has been told about through the ``keys`` stream. A
+    revoked key stays stored as revoked, so it can never come back; ``public_key`` is empty
+    for a key revoked by id only (one the store knew from its configuration)."""
+
+    key_id: str
+    public_key: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
+    status: Literal["active", "revoked"] = "active"
+
+
+class Tombstone(_Record, tag="tombstone", frozen=True, kw_only=True):
+    """An erasure, without personal data: what was erased (``kind``, ``id``), the erasure's
+    hybrid logical clock timestamp and when this store recorded it (seconds since the epoch).
+    While it is kept, no put brings back anything of that shopper."""
+
+    kind: Literal["shopper"] = "shopper"
+    id: str
+    hlc: int = 0
+    erased_at: float
+
+
+class SyncState(_Record, tag="sync_state", frozen=True, kw_only=True):
+    """Where one HQ stream stands on this store (``gateway.sync.apply`` has the rules).
+
+    ``last`` is the last applied sequence. ``stopped`` is set by a gap (``seen`` is the highest
+    sequence seen past it) or by a forced full resync (``full``); while stopped only the
+    missing deltas or a snapshot move the stream on. ``snapshot`` is the id of the snapshot
+    being staged, ``snapshot_next`` the sequence its next message must carry, ``snapshot_count``
+    the records announced by its begin and ``snapshot_staged`` those staged so far;
+    ``done_snapshot``/``done_seq`` name the last snapshot applied and its end's sequence, so a
+    re-delivered message of it is a duplicate."""
+
+    stream: str
+    last: int = 0
+    stopped: bool = False
+    seen: int = 0
+    full: bool = False
+    snapshot: str = ""
+    snapshot_next: int = 0
+    snapshot_count: int = 0
+    snapshot_staged: int = 0
+    done_snapshot: str = ""
+    done_seq: int = 0

@@ -40,5 +40,18 @@ class Metrics:
             registry=r,
         )
 
+        self.sync_messages = Counter(
+            "moments_sync_messages",
+            "HQ messages committed, by stream and result (applied, duplicate, gap, ...)",
+            ["stream", "result"],
+            registry=r,
+        )
+        self.sync_rejected = Counter(
+            "moments_sync_rejected",
+            "HQ messages rejected, by stream and reason (nothing of them applied)",
+            ["stream", "reason"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,6 +33,7 @@ from gateway.render import Renderer
 from gateway.sensing import Sensing
 from gateway.store import Database, Writer
 from gateway.store.backup import hold_lock
+from gateway.sync.service import HqSync
 
 __all__ = ["Gateway"]
 
@@ -71,6 +72,11 @@ class Gateway:
                 queue_size=config.radio.queue_size,
                 watchdog_s=config.radio.watchdog_s,
                 clock=self.clock.now,
+            )
+        self.sync: HqSync | None = None
+        if config.hq.enabled:
+            self.sync = HqSync(
+                config, db=self.db, writer=self.writer, clock=self.clock, metrics=self.metrics
             )
         status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"
         self.link = MqttLink(
@@ -116,6 +122,8 @@ class Gateway:
                     tasks.create_task(self.link.run(), name="store-broker-link")
                     consumer = tasks.create_task(self._consume(), name="store-broker-consumer")
                     ticker = tasks.create_task(self._tick(), name="presence-ticker")
+                    if self.sync is not None:
+                        tasks.create_task(self.sync.run(), name="hq-sync")
                     radio_tasks = []
                     if self.radio is not None:
                         radio_tasks = [
@@ -131,6 +139,8 @@ class Gateway:
                     finally:
                         self.stopping.set()
                         await self.link.aclose()
+                        if self.sync is not None:
+                            await self.sync.aclose()
                         if self.radio is not None:
                             await self.radio.aclose()
                         consumer.cancel()
@@ -154,7 +164,7 @@ class Gateway:
             "store": store,
             "broker": broker,
             "radio": self.radio.status() if self.radio is not None else {"state": "disabled"},
-            "hq": {"state": "not_configured"},
+            "hq": self.sync.status() if self.sync is not None else {"state": "not_configured"},
             "beacons": self.sensing.fleet.status(self.clock.now()),
             "kiosks": {
                 "state": "ok",

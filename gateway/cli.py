@@ -20,6 +20,7 @@ from types import FrameType
 from gateway import __version__
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, MomentsError
+from gateway.hq import cli as hq_cli
 from gateway.logs import configure_logging
 from gateway.store import cli as store_cli
 
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     resolve.set_defaults(handler=_cmd_irk_resolve)
 
     store_cli.register(sub)
+    hq_cli.register(sub)
 
     sim = sub.add_parser(
         "sim",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -105,8 +105,10 @@ class KioskDirector:
         hub: KioskHub,
         clock: Clock,
         metrics: Metrics,
+        on_view: Callable[[KioskView, str | None], None] | None = None,
     ) -> None:
         self._kiosks = kiosks
+        self._on_view = on_view
         self._store_name = store_name
         self._db = db
         self._renderer = renderer
@@ -201,6 +203,8 @@ class KioskDirector:
     def refresh(self, kiosk_id: str) -> None:
         html, decision = self.render_now(kiosk_id)
         view = self._hub.publish(kiosk_id, html, decision)
+        if view is not None and self._on_view is not None:
+            self._on_view(view, decision.shopper_id)
         if view is not None:
             log.info(
                 "kiosk content changed",

@@ -20,12 +20,14 @@ import msgspec
 
 from beacons.backoff import Backoff
 from beacons.bleak_source import BleakSource
+from beacons.presence import PresenceEvent
 from gateway import __version__
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.errors import LinkError, StoreError
+from gateway.events import EventRecorder
 from gateway.fleet import BeaconAlert
-from gateway.kiosk import KioskDirector, KioskHub
+from gateway.kiosk import KioskDirector, KioskHub, KioskView
 from gateway.linkstate import LinkState
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttLink, Will
@@ -33,6 +35,7 @@ from gateway.render import Renderer
 from gateway.sensing import Sensing
 from gateway.store import Database, Writer
 from gateway.store.backup import hold_lock
+from gateway.store.hlc import resume
 from gateway.sync.service import HqSync
 
 __all__ = ["Gateway"]
@@ -57,14 +60,16 @@ class Gateway:
             hub=self.hub,
             clock=self.clock,
             metrics=self.metrics,
+            on_view=self._on_view,
         )
         self.sensing = Sensing(
             config=config,
             db=self.db,
             clock=self.clock,
             metrics=self.metrics,
-            on_event=self.kiosks.on_presence,
+            on_event=self._on_presence,
         )
+        self.events: EventRecorder | None = None  # needs the store's clock: made in running()
         self.radio: BleakSource | None = None
         if config.radio.enabled:
             self.radio = BleakSource(
@@ -115,6 +120,15 @@ class Gateway:
         self.db.open()
         try:
             self.writer.start()
+            self.events = EventRecorder(
+                db=self.db,
+                writer=self.writer,
+                store_id=self.config.store_id,
+                hlc=resume(self.db, self.clock),
+                enabled=self.sync is not None,
+            )
+            if self.sync is not None:
+                self.events.on_enqueued.append(self.sync.relay.wake)
             try:
                 self.sensing.identities.maintain(self.clock.now())
                 self.kiosks.refresh_all()
@@ -148,6 +162,7 @@ class Gateway:
                         for task in radio_tasks[1:]:
                             task.cancel()
             finally:
+                await self.events.aclose()
                 await self.writer.aclose()
         finally:
             self.db.close()
@@ -180,6 +195,15 @@ class Gateway:
             "uptime_s": round(time.time() - self.started_at, 1),
             "components": components,
         }
+
+    def _on_presence(self, event: PresenceEvent) -> None:
+        self.kiosks.on_presence(event)
+        if self.events is not None:
+            self.events.presence(event)
+
+    def _on_view(self, view: KioskView, shopper: str | None) -> None:
+        if self.events is not None:
+            self.events.impression(view, shopper, self.clock.now())
 
     async def _consume(self) -> None:
         inbox = self.link.inbox

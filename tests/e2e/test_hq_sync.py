@@ -22,7 +22,6 @@ from firmware_sim.scenario import demo_records
 from gateway.config import Config, HqConfig, TrustedKeyConfig
 from gateway.store import OfferRecord
 from gateway.sync.envelope import Message, decode_event, seal
-from gateway.sync.outbox import enqueue_op
 from tests.support.broker import Broker, free_port
 from tests.support.peers import ALICE, Publisher, Served, serve
 
@@ -46,6 +45,7 @@ class HqPeer:
     def __init__(self, port: int, key: Ed25519PrivateKey) -> None:
         self.key = key
         self.received: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.backlog: list[paho.MQTTMessage] = []
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"hq-peer-{port}",
@@ -65,11 +65,16 @@ class HqPeer:
         info.wait_for_publish(timeout=5)
 
     def next(self, topic_part: str, timeout: float = 15.0) -> paho.MQTTMessage:
+        """The next message on a topic containing ``topic_part``; others wait their turn."""
+        for i, msg in enumerate(self.backlog):
+            if topic_part in msg.topic:
+                return self.backlog.pop(i)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = self.received.get(timeout=max(0.01, deadline - time.monotonic()))
             if topic_part in msg.topic:
                 return msg
+            self.backlog.append(msg)
         raise AssertionError(f"nothing on {topic_part}")
 
     def close(self) -> None:
@@ -168,12 +173,21 @@ async def test_hq_offer_reaches_the_kiosk_gaps_resync_forgeries_refused_outbox_r
             assert len(props.CorrelationData) == 16
             assert all(o.offer_id != "later" for o in gateway.db.offers())
 
-            # 4. The outbox reaches HQ at QoS 1 and empties.
-            await gateway.writer.write(
-                enqueue_op(gateway.db, STORE, "visit", {"zone": "coffee"}, 1, perishable=True)
-            )
-            gateway.sync.relay.wake()  # type: ignore[union-attr]
-            event = decode_event((await asyncio.to_thread(peer.next, "/events/")).payload)
-            assert (event.store, event.type, event.body) == (STORE, "visit", {"zone": "coffee"})
+            # 4. What the store saw reached HQ through the outbox, at QoS 1, in order, with
+            #    Alice's id because she granted analytics: her visit and the impression.
+            events = []
+            async with asyncio.timeout(15):
+                while not {"visit", "impression"} <= {e.type for e in events}:
+                    msg = await asyncio.to_thread(peer.next, "/events/")
+                    events.append(decode_event(msg.payload))
+            seqs = [e.seq for e in events]
+            assert seqs == sorted(seqs)
+            visit = next(e for e in events if e.type == "visit")
+            assert visit.body == {"zone": "coffee", "shopper": "shopper-alice"}
+            impression = next(e for e in events if e.type == "impression")
+            assert impression.body["offer"] == special.offer_id
+            assert impression.body["shopper"] == "shopper-alice"
+            assert all(e.store == STORE for e in events)
+            await _until(lambda: gateway.sync.relay.status()["depth"] == 0)  # type: ignore[union-attr]
     finally:
         peer.close()

@@ -24,13 +24,14 @@ from gateway.errors import LinkError, StoreError
 from gateway.metrics import Metrics
 from gateway.mqtt import InboundMessage, MqttLink, Tls, Will
 from gateway.store import Database, Writer
-from gateway.sync.apply import StreamApplier, restore_keyring
+from gateway.sync.apply import StreamApplier, restore_keyring, sweep_tombstones_op
 from gateway.sync.envelope import STREAMS, Keyring, ResyncRequest, Stream, encode_resync
 from gateway.sync.relay import OutboxRelay
 
-__all__ = ["RESYNC_RETRY_S", "HqSync"]
+__all__ = ["RESYNC_RETRY_S", "SWEEP_EVERY_S", "HqSync"]
 
 RESYNC_RETRY_S = 30.0
+SWEEP_EVERY_S = 3600.0
 
 
 def _stream(name: str) -> Stream:
@@ -52,6 +53,7 @@ class HqSync:
         self._config = config
         self._db = db
         self._writer = writer
+        self._clock = clock
         self._metrics = metrics
         self._store = config.store_id
         prefix = config.broker.topic_prefix
@@ -100,6 +102,7 @@ class HqSync:
             tasks.create_task(self.relay.run(), name="outbox-relay")
             tasks.create_task(self._consume(), name="hq-consumer")
             tasks.create_task(self._keep_asking(), name="hq-resync")
+            tasks.create_task(self._sweep(), name="tombstone-sweep")
 
     async def aclose(self) -> None:
         await self.relay.aclose()
@@ -162,6 +165,30 @@ class HqSync:
                     continue
                 if state.stopped:
                     await self._ask(self.applier.resync_request(_stream(stream)))
+
+    async def _sweep(self) -> None:
+        """Once an hour, drop tombstones older than ``hq.tombstone_days``; the applier then
+        forces a full resync of the shopper streams (the stopped streams are asked for by
+        ``_keep_asking``)."""
+        retention_s = self._config.hq.tombstone_days * 86_400.0
+        while not self._closed.is_set():
+            try:
+                swept = await self._writer.write(
+                    sweep_tombstones_op(self._db, self._clock.now(), retention_s=retention_s)
+                )
+            except StoreError as exc:
+                log.error("tombstone sweep failed", extra={"error": str(exc)})
+            else:
+                if swept.dropped:
+                    log.info(
+                        "expired tombstones dropped; full resync forced",
+                        extra={"dropped": len(swept.dropped), "streams": list(swept.resync)},
+                    )
+            try:
+                async with asyncio.timeout(SWEEP_EVERY_S):
+                    await self._closed.wait()
+            except TimeoutError:
+                pass
 
     async def _ask(self, request: ResyncRequest) -> None:
         try:

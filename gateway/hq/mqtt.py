@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import LinkError
+from gateway.mqtt.driver import LoopDriver
 
 __all__ = ["AckWindow", "Delivery", "MqttSession"]
 
@@ -86,8 +86,7 @@ class MqttSession:
         self.last_error = ""
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._fd: int | None = None
+        self._driver = LoopDriver()
         self._connack: asyncio.Future[None] | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._requests: dict[int, asyncio.Future[list[ReasonCode]]] = {}
@@ -111,7 +110,6 @@ class MqttSession:
     async def connect(self) -> None:
         """Open the connection; ``LinkError`` when the broker is unreachable or refuses."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         client = self._client = self._make_client()
         self._connack = self._loop.create_future()
         self._connack.add_done_callback(_retrieve)
@@ -255,18 +253,8 @@ class MqttSession:
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_suback
         client.on_unsubscribe = self._on_suback
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._driver.attach(client)
         return client
-
-    def _in_loop(self, fn: Callable[[], None]) -> None:
-        assert self._loop is not None
-        if threading.get_ident() == self._loop_thread:
-            fn()
-        else:
-            self._loop.call_soon_threadsafe(fn)
 
     def _on_connect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
@@ -280,7 +268,7 @@ class MqttSession:
             else:
                 future.set_result(None)
 
-        self._in_loop(settle)
+        self._driver.in_loop(settle)
 
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
@@ -294,7 +282,7 @@ class MqttSession:
             self._fail_pending(error)
             self._lost.set()
 
-        self._in_loop(settle)
+        self._driver.in_loop(settle)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
@@ -338,52 +326,6 @@ class MqttSession:
             if not future.done():
                 future.set_exception(error)
 
-    def _on_socket_open(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def watch() -> None:
-            assert self._loop is not None
-            self._unwatch()
-            self._fd = fd
-            self._loop.add_reader(fd, self._readable)
-
-        self._in_loop(watch)
-
-    def _on_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
-        self._in_loop(self._unwatch)
-
-    def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def watch() -> None:
-            assert self._loop is not None
-            if self._fd == fd:
-                self._loop.add_writer(fd, self._writable)
-
-        self._in_loop(watch)
-
-    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
-        def unwatch() -> None:
-            assert self._loop is not None
-            if self._fd is not None:
-                self._loop.remove_writer(self._fd)
-
-        self._in_loop(unwatch)
-
-    def _unwatch(self) -> None:
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
-        self._fd = None
-
-    def _readable(self) -> None:
-        if self._client is not None:
-            self._client.loop_read()
-
-    def _writable(self) -> None:
-        if self._client is not None:
-            self._client.loop_write()
-
     async def _misc_loop(self) -> None:
         while self._client is not None:
             await asyncio.sleep(_MISC_INTERVAL_S)
@@ -392,7 +334,7 @@ class MqttSession:
     def _teardown(self) -> None:
         self._up = False
         self._fail_pending(LinkError(f"connection to {self.broker} closed"))
-        self._unwatch()
+        self._driver.unwatch()
         client = self._client
         if client is not None:
             sock = client.socket()

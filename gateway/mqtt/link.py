@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from beacons.backoff import Backoff
 from gateway.errors import LinkDownError, LinkError
 from gateway.linkstate import LinkEvent, LinkMachine, LinkState
+from gateway.mqtt.driver import LoopDriver
 
 __all__ = ["InboundMessage", "MqttLink", "Tls", "Will"]
 
@@ -115,8 +115,7 @@ class MqttLink:
         self._machine = LinkMachine()
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._fd: int | None = None
+        self._driver = LoopDriver()
         self._connack: asyncio.Future[None] | None = None
         self._lost = asyncio.Event()
         self._closing = False
@@ -202,7 +201,6 @@ class MqttLink:
     async def run(self) -> None:
         """Connect, stay connected, reconnect with backoff; returns only after ``aclose()``."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         try:
             while not self._closing and self._client is None:
                 try:
@@ -343,7 +341,7 @@ class MqttLink:
                 client.disconnect()
                 client.loop_write()
             # paho closes its socket on disconnect; make sure the loop forgets it either way.
-            self._unwatch()
+            self._driver.unwatch()
             sock = client.socket()
             if sock is not None:
                 sock.close()
@@ -384,18 +382,8 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._driver.attach(client)
         return client
-
-    def _in_loop(self, fn: Callable[[], None]) -> None:
-        assert self._loop is not None
-        if threading.get_ident() == self._loop_thread:
-            fn()
-        else:
-            self._loop.call_soon_threadsafe(fn)
 
     def _on_connect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
@@ -409,7 +397,7 @@ class MqttLink:
             else:
                 future.set_result(None)
 
-        self._in_loop(settle)
+        self._driver.in_loop(settle)
 
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
@@ -421,7 +409,7 @@ class MqttLink:
                 future.set_exception(LinkError(self.last_error))
             self._lost.set()
 
-        self._in_loop(settle)
+        self._driver.in_loop(settle)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self.received += 1
@@ -444,53 +432,7 @@ class MqttLink:
             else:
                 future.set_result(None)
 
-        self._in_loop(settle)
-
-    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def watch() -> None:
-            assert self._loop is not None
-            self._unwatch()
-            self._fd = fd
-            self._loop.add_reader(fd, self._readable)
-
-        self._in_loop(watch)
-
-    def _on_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
-        self._in_loop(self._unwatch)
-
-    def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def watch() -> None:
-            assert self._loop is not None
-            if self._fd == fd:
-                self._loop.add_writer(fd, self._writable)
-
-        self._in_loop(watch)
-
-    def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
-        def unwatch() -> None:
-            assert self._loop is not None
-            if self._fd is not None:
-                self._loop.remove_writer(self._fd)
-
-        self._in_loop(unwatch)
-
-    def _unwatch(self) -> None:
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
-        self._fd = None
-
-    def _readable(self) -> None:
-        if self._client is not None:
-            self._client.loop_read()
-
-    def _writable(self) -> None:
-        if self._client is not None:
-            self._client.loop_write()
+        self._driver.in_loop(settle)
 
 
 # paho return codes with which the message stays queued in paho's session.

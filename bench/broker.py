@@ -28,7 +28,11 @@ async def start_mosquitto(children: Children, folder: Path, *, core: int) -> tup
     """Start the broker pinned to ``core``; returns it and its port once it accepts connections."""
     port = free_port()
     conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # Nagle off, as a store broker should run: PUBACKs are small and latency-bound.
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+    )
     child = await children.start(
         "mosquitto", ["taskset", "-c", str(core), find_mosquitto(), "-c", str(conf)], cwd=folder
     )

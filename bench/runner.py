@@ -1,7 +1,9 @@
 """The command line of the benchmarks: ``python -m bench [--json] [--quick] [--only NAME]``.
 
 The CPU-bound benchmark (``decode_vs_beacontools``) runs first and pins itself to the first
-allowed core. For the HTTP ones it then picks two cores (the first two this process may run on:
+allowed core; so do the store ones that follow (``ingest_adv_per_s``, ``snapshot_profiles_per_s``,
+``delta_apply_p99_ms``); ``outbox_events_per_s`` keeps to the first core and puts its broker on
+the second. For the HTTP ones it then picks two cores (the first two this process may run on:
 servers on the first, load on the second, and this orchestrating process moves to the second as
 well so that the first is left to the server under test). It runs each selected benchmark (all
 by default, ``--only NAME`` to choose), prints human-readable lines and, with ``--json``, one
@@ -19,10 +21,11 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
-from bench import decode, http_offer, ingest
+from bench import decode, http_offer, ingest, outbox, sync
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
 from bench.results import Result
@@ -34,7 +37,8 @@ WARMUP_S = 2
 DURATION_S = 5
 QUICK_DURATION_S = 2
 HTTP_NAMES = (http_offer.NAME, http_offer.P99_NAME)
-NAMES = (decode.NAME, ingest.NAME, *HTTP_NAMES)
+SYNC_NAMES = (sync.SNAPSHOT_NAME, sync.DELTA_NAME)
+NAMES = (decode.NAME, ingest.NAME, *SYNC_NAMES, outbox.NAME, *HTTP_NAMES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,11 +51,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += decode.run(decode.Settings.for_mode(quick=args.quick), _say)
         if ingest.NAME in selected:
             results += ingest.run(ingest.Settings.for_mode(quick=args.quick), _say)
+        if selected.intersection(SYNC_NAMES):
+            snapshot = sync.SnapshotSettings.for_mode(quick=args.quick)
+            delta = sync.DeltaSettings.for_mode(quick=args.quick)
+            results += asyncio.run(
+                _run(
+                    sync.run(
+                        snapshot if sync.SNAPSHOT_NAME in selected else None,
+                        delta if sync.DELTA_NAME in selected else None,
+                        _say,
+                    )
+                )
+            )
+        if outbox.NAME in selected:
+            _, broker_core = _cores()
+            _check_tools("taskset")
+            settings = outbox.Settings.for_mode(quick=args.quick)
+            results += asyncio.run(_run(outbox.run(settings, broker_core, _say)))
         if selected.intersection(HTTP_NAMES):
             server_core, load_core = _cores()
-            _check_tools()
+            _check_tools("taskset", "wrk")
             os.sched_setaffinity(0, {load_core})
-            settings = http_offer.Settings(
+            http_settings = http_offer.Settings(
                 duration_s=duration,
                 warmup_s=WARMUP_S,
                 rounds=args.rounds,
@@ -59,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_core=server_core,
                 load_core=load_core,
             )
-            results += asyncio.run(_run(settings))
+            results += asyncio.run(_run(http_offer.run(http_settings, REPO, _say)))
     except BenchError as exc:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -95,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_DURATION_S} s per measured run, not {DURATION_S}; fewer decode runs",
+        help=(
+            f"{QUICK_DURATION_S} s per measured run, not {DURATION_S}; fewer decode runs, "
+            "fewer records, events and deltas"
+        ),
     )
     parser.add_argument(
         "--only",
@@ -123,14 +147,14 @@ def _positive(text: str) -> int:
     return value
 
 
-async def _run(settings: http_offer.Settings) -> list[Result]:
+async def _run(work: Coroutine[Any, Any, list[Result]]) -> list[Result]:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     # SIGTERM unwinds like Ctrl-C does, through every finally that stops a child process.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await http_offer.run(settings, REPO, _say)
+        return await work
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -146,8 +170,8 @@ def _cores() -> tuple[int, int]:
     return cores[0], cores[1]
 
 
-def _check_tools() -> None:
-    missing = [tool for tool in ("taskset", "wrk") if shutil.which(tool) is None]
+def _check_tools(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise BenchError(f"missing {', '.join(missing)} (./scripts/bench installs them)")
     find_mosquitto()

@@ -287,9 +287,16 @@ class Ledger:
 
     # ----- events (store → HQ) -----
 
-    def record_events(self, events: Sequence[Event]) -> list[bool]:
+    def record_events(
+        self,
+        events: Sequence[Event],
+        write_out: Callable[[list[Event]], None] | None = None,
+    ) -> list[bool]:
         """Remember each event by its idempotency key ``(store, seq)``; ``True`` for the ones
-        not seen before (they are counted; duplicates are counted as such)."""
+        not seen before (they are counted; duplicates are counted as such). ``write_out``
+        receives the new events before the transaction commits: if it fails, nothing is
+        remembered and the broker's redelivery is new again, so no event is counted without
+        having been written out."""
         fresh: list[bool] = []
         counts: dict[str, int] = {}
         with self._write() as txn:
@@ -301,6 +308,9 @@ class Ledger:
                 for name in (f"events.{event.type}", "events") if new else ("duplicates",):
                     counts[name] = counts.get(name, 0) + 1
             self._add_counts(txn, counts)
+            new_events = [event for event, new in zip(events, fresh, strict=True) if new]
+            if write_out is not None and new_events:
+                write_out(new_events)
         return fresh
 
     def _add_counts(self, txn: Any, counts: dict[str, int]) -> None:

@@ -267,14 +267,19 @@ class Server:
         if not valid:
             return
         events = [event for _, event in valid]
-        fresh = await self._ledger.run(partial(self._ledger.record_events, events))
-        new = [event for event, is_new in zip(events, fresh, strict=True) if is_new]
-        self.counters["events_new"] += len(new)
-        self.counters["events_duplicate"] += len(events) - len(new)
-        if new and self._received is not None:
-            await asyncio.to_thread(self._received.append, [encode_event(e) for e in new])
+        # Written out inside the ledger's transaction, before it commits: an event is never
+        # remembered (and so never taken for a duplicate) without having been written.
+        write_out = self._write_out if self._received is not None else None
+        fresh = await self._ledger.run(partial(self._ledger.record_events, events, write_out))
+        new_count = sum(fresh)
+        self.counters["events_new"] += new_count
+        self.counters["events_duplicate"] += len(events) - new_count
         for delivery, _event in valid:
             session.ack(delivery)
+
+    def _write_out(self, events: list[Event]) -> None:
+        assert self._received is not None
+        self._received.append([encode_event(e) for e in events])
 
     def _check_event(self, delivery: Delivery) -> Event:
         event = decode_event(delivery.payload)

@@ -462,14 +462,6 @@ def test_events_sent_after_an_hq_broker_restart_before_hq_serve_resubscribes_are
     _assert_exactly_once_in_order(site, LOST_EVENTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=EventsLost,
-    reason="`moments hq serve` commits an event's idempotency key to its ledger before it "
-    "writes the event out (--received): when the write fails, or the session is lost or the "
-    "process dies in between, the broker's redelivery is taken for a duplicate and the event "
-    "is never written (gateway/hq/serve.py, Server._take_events).",
-)
 @pytest.mark.timeout(60)
 def test_an_event_hq_serve_failed_to_write_out_is_written_after_its_restart(site: Site) -> None:
     """``moments hq serve`` fails writing its ``--received`` file and stops; restarted with a

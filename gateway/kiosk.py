@@ -22,6 +22,8 @@ from beacons.presence import LeftKiosk, NearKiosk, PresenceEvent, ZoneEntered, Z
 from gateway.clock import Clock
 from gateway.config import KioskConfig
 from gateway.engine import KioskDecision, decide_for_kiosk
+from gateway.errors import RenderError, StoreError
+from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.render import Renderer, Scalar
 from gateway.store import Database
@@ -109,6 +111,7 @@ class KioskDirector:
     ) -> None:
         self._kiosks = kiosks
         self._on_view = on_view
+        self._warn = RateLimitedLog(log)
         self._store_name = store_name
         self._db = db
         self._renderer = renderer
@@ -201,7 +204,17 @@ class KioskDirector:
         return html, decision
 
     def refresh(self, kiosk_id: str) -> None:
-        html, decision = self.render_now(kiosk_id)
+        """Decide, render and publish. Called from the sensing and tick loops, so a store or
+        template failure is logged and counted and the screen keeps its current view: it must
+        never take those loops (and the gateway) down."""
+        try:
+            html, decision = self.render_now(kiosk_id)
+        except (StoreError, RenderError) as exc:
+            self._metrics.dropped.labels(source="kiosk", reason=type(exc).__name__).inc()
+            self._warn.warning(
+                type(exc).__name__, "kiosk not refreshed", kiosk=kiosk_id, error=str(exc)
+            )
+            return
         view = self._hub.publish(kiosk_id, html, decision)
         if view is not None and self._on_view is not None:
             self._on_view(view, decision.shopper_id)

@@ -296,7 +296,7 @@ class ApplyOp:
         if (
             (s.snapshot == body.snapshot and seq < s.snapshot_next)
             or (s.done_snapshot == body.snapshot and seq <= s.done_seq)
-            or (not s.stopped and seq <= s.last)
+            or seq <= s.last  # also while stopped: a late answer to an older request
         ):
             return "duplicate", s
         self._clear_staging(w)

@@ -691,13 +691,6 @@ class WentBack(AssertionError):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    raises=WentBack,
-    reason="ApplyOp._begin (gateway/sync/apply.py) accepts a snapshot_begin while the stream "
-    "is stopped whatever its sequence, unless it is the snapshot applied last: a late answer "
-    "to an earlier resync request re-applies an older snapshot (known bug, to fix next)",
-)
 def test_a_late_resync_answer_never_takes_the_stream_back(site: Site) -> None:
     """Two resync requests wait at a stalled HQ while two snapshots (c1, c2) arrive and apply;
     the late answer to the first one replays c1 after the stream reached c2's end: it must be

@@ -351,7 +351,10 @@ async def test_a_keys_delete_revokes(store: Store, hq: Hq) -> None:
 async def test_a_snapshot_swaps_the_stream_atomically(store: Store, hq: Hq) -> None:
     assert await store.deliver(hq.put("offers", offer("o1"), offer("o2"))) == "applied"
     assert await store.deliver(hq.put("offers", offer("o9"), seq=5)) == "gap"
-    snapshot = hq.snapshot("offers", "snap-1", [[offer("n1"), offer("n2")], [offer("n3")]], 7)
+    # HQ numbers a snapshot after everything it issued (6 and 7 were lost with the gap).
+    snapshot = hq.snapshot(
+        "offers", "snap-1", [[offer("n1"), offer("n2")], [offer("n3")]], 9, start=6
+    )
     for message in snapshot[:-1]:
         assert await store.deliver(message) == "staged"
         # A reader between the items sees the old stream whole.
@@ -362,11 +365,11 @@ async def test_a_snapshot_swaps_the_stream_atomically(store: Store, hq: Hq) -> N
         assert sorted(bytes(k) for k, _ in before.cursor()) == [b"o1", b"o2"]
     assert store.offers() == {"n1": "T", "n2": "T", "n3": "T"}
     state = store.db.sync_state("offers")
-    assert state.last == 7 and not state.stopped and not state.snapshot
+    assert state.last == 9 and not state.stopped and not state.snapshot
     with store.db.env.begin(db=store.db.handle("staging")) as txn:
         assert list(txn.cursor()) == []  # staging cleared
     # The stream continues after the watermark; the snapshot's own messages are duplicates.
-    assert await store.deliver(hq.put("offers", offer("n4"), seq=8)) == "applied"
+    assert await store.deliver(hq.put("offers", offer("n4"), seq=10)) == "applied"
     for message in snapshot:
         assert await store.deliver(message) == "duplicate"
     assert len(store.offers()) == 4
@@ -404,14 +407,14 @@ async def test_snapshot_messages_out_of_order_are_rejected(store: Store, hq: Hq)
 async def test_a_snapshot_with_a_missing_item_or_count_is_aborted(store: Store, hq: Hq) -> None:
     assert await store.deliver(hq.put("offers", offer("o1"))) == "applied"
     assert await store.deliver(hq.put("offers", offer("o3"), seq=3)) == "gap"
-    messages = hq.snapshot("offers", "s1", [[offer("a")], [offer("b")]], 3)
+    messages = hq.snapshot("offers", "s1", [[offer("a")], [offer("b")]], 7, start=4)
     await store.deliver(messages[0])
-    assert await store.deliver(messages[2]) == "gap"  # item at seq 2 lost: aborted
+    assert await store.deliver(messages[2]) == "gap"  # item at seq 5 lost: aborted
     assert store.db.sync_state("offers").snapshot == ""
     assert await store.deliver(messages[3]) == "snapshot_out_of_order"
     # A snapshot whose items do not add up to its count is not swapped in.
-    short = hq.snapshot("offers", "s2", [[offer("a")], [offer("b")]], 3)
-    bad_begin = hq.send("offers", {"snapshot": "s2", "count": 5}, kind="snapshot_begin", seq=1)
+    short = hq.snapshot("offers", "s2", [[offer("a")], [offer("b")]], 11, start=8)
+    bad_begin = hq.send("offers", {"snapshot": "s2", "count": 5}, kind="snapshot_begin", seq=8)
     for message in [bad_begin, *short[1:3]]:
         assert await store.deliver(message) == "staged"
     assert await store.deliver(short[3]) == "snapshot_mismatch"
@@ -421,7 +424,25 @@ async def test_a_snapshot_with_a_missing_item_or_count_is_aborted(store: Store, 
     assert store.requests[-1].since == 1
     # A delta arriving while a resync's snapshot is staged waits for it.
     await store.deliver(short[0])
-    assert await store.deliver(hq.put("offers", offer("o2"), seq=2)) == "stopped"
+    assert await store.deliver(hq.put("offers", offer("o12"), seq=12)) == "stopped"
+
+
+async def test_a_late_answer_to_an_older_request_is_a_duplicate(store: Store, hq: Hq) -> None:
+    """Two snapshots answer two resync requests; the first arrives again after the second
+    applied, while the stream is stopped by a new gap: it must not take the stream back."""
+    assert await store.deliver(hq.put("offers", offer("o1"), seq=3)) == "gap"
+    first = hq.snapshot("offers", "s1", [[offer("old")]], 6, start=4)
+    second = hq.snapshot("offers", "s2", [[offer("new")]], 9, start=7)
+    for message in [*first, *second]:
+        await store.deliver(message)
+    assert store.db.sync_state("offers").last == 9
+    assert await store.deliver(hq.put("offers", offer("o2"), seq=11)) == "gap"
+    assert store.db.sync_state("offers").stopped
+    for message in first:
+        assert await store.deliver(message) in {"duplicate", "snapshot_out_of_order"}
+    assert store.offers() == {"new": "T"}
+    state = store.db.sync_state("offers")
+    assert state.last == 9 and state.stopped and not state.snapshot
 
 
 async def test_a_profile_snapshot_merges_and_respects_tombstones(store: Store, hq: Hq) -> None:
@@ -448,7 +469,7 @@ async def test_config_stream_stores_the_body(store: Store, hq: Hq) -> None:
     assert await store.deliver(hq.send("config", body)) == "applied"
     assert msgspec.json.decode(store.db.hq_config() or b"") == body
     await store.deliver(hq.put("config", seq=5))  # gap
-    for message in hq.snapshot("config", "c1", [[{"name": "a", "value": 1}]], 9):
+    for message in hq.snapshot("config", "c1", [[{"name": "a", "value": 1}]], 9, start=7):
         await store.deliver(message)
     assert msgspec.json.decode(store.db.hq_config() or b"") == {
         "op": "put",
@@ -533,11 +554,12 @@ async def test_expired_tombstones_are_dropped_and_force_a_full_resync(store: Sto
     )
     # Until the snapshot comes, the stream does not move.
     assert await store.deliver(hq.put("consents", consent("c2", presence=(True, 1)))) == "stopped"
-    for message in hq.snapshot("consents", "full", [[consent("c2", presence=(True, 1))]], 2):
+    full = hq.snapshot("consents", "full", [[consent("c2", presence=(True, 1))]], 5, start=3)
+    for message in full:
         await store.deliver(message)
     assert store.db.consent("c1") is None and store.db.consent("c2") is not None
     state = store.db.sync_state("consents")
-    assert state.last == 2 and not state.full and not state.stopped
+    assert state.last == 5 and not state.full and not state.stopped
     nothing = await store.writer.write(sweep_tombstones_op(store.db, now))
     assert not nothing.full_resync and nothing.dropped == ()
 

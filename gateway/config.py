@@ -100,6 +100,8 @@ class HqConfig(_Section, frozen=True):
     trusted_keys: list[TrustedKeyConfig] = msgspec.field(default_factory=list)
     outbox_budget_mb: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 256
     perishable_expiry_s: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    delete_on: Literal["receipt", "puback"] = "receipt"
+    receipt_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 60.0
     tombstone_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
 

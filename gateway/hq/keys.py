@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import Clock, SystemClock
 from gateway.hq.errors import KeysError
-from gateway.sync.envelope import Message, seal
+from gateway.sync.envelope import Message, Receipt, seal, seal_receipt
 
 __all__ = ["KeyDir", "KeyInfo", "KeyStatus", "Signer", "check_key_id"]
 
@@ -102,6 +102,9 @@ class Signer:
 
     def seal(self, message: Message) -> bytes:
         return seal(message, self.key_id, self.private_key)
+
+    def seal_receipt(self, receipt: Receipt) -> bytes:
+        return seal_receipt(receipt, self.key_id, self.private_key)
 
     def record(self) -> dict[str, str]:
         """This key, active, as a record of the ``keys`` stream."""

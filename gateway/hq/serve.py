@@ -7,11 +7,17 @@ Several instances share the load through MQTT 5 shared subscriptions (group ``hq
 
 Events are de-duplicated on their idempotency key ``(store, seq)`` in HQ's LMDB, which
 instances on one machine share (several processes may open it): each event is counted once
-however often it arrives. Every message is acknowledged (manual PUBACK) only after its effect
-is committed, so one that arrives during a crash is redelivered with the session, and counted
-still once. A resync request is answered on its *Response Topic*, which must be the store's
-``{prefix}/{store}/hq/response``, echoing its *Correlation Data*, with the logged messages after
-``since`` when HQ still keeps them all, else with a new snapshot (see ``gateway.hq.ledger``).
+however often it arrives. Once a batch is committed, each store gets a signed receipt on
+``{prefix}/{store}/hq/receipts`` naming the sequences HQ now holds (duplicates included), and
+only then does its outbox delete them: an event the broker acknowledged and then lost, or
+handed to no one, is sent again by the store. Every message is acknowledged (manual PUBACK)
+only after its effect is committed, so one that arrives during a crash is redelivered with the
+session, and counted still once.
+
+A resync request is answered on its *Response Topic*, which must be the store's
+``{prefix}/{store}/hq/response``, echoing its *Correlation Data*, with the logged messages
+after ``since`` when HQ still keeps them all, else with a new snapshot (see
+``gateway.hq.ledger``).
 
 Flow: the session's bounded inbox → one consumer task that takes events in batches (one LMDB
 transaction per batch) and hands resync requests to a bounded queue (back-pressure) → one
@@ -30,12 +36,15 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
+
+import msgspec
 
 from beacons.backoff import Backoff
 from gateway.errors import LinkError, MomentsError
@@ -50,9 +59,24 @@ from gateway.hq.keys import KeyDir
 from gateway.hq.ledger import Ledger
 from gateway.hq.mqtt import AckWindow, Delivery, MqttSession
 from gateway.logs import RateLimitedLog
-from gateway.sync.envelope import Event, SyncError, decode_event, decode_resync, encode_event
+from gateway.sync.envelope import (
+    Event,
+    Receipt,
+    SyncError,
+    decode_event,
+    decode_resync,
+    encode_event,
+)
+from gateway.sync.outbox import merge_ranges
 
-__all__ = ["SHARE_GROUP", "ReceivedLog", "ServeOptions", "Server", "resync_topic"]
+__all__ = [
+    "SHARE_GROUP",
+    "ReceivedLog",
+    "ServeOptions",
+    "Server",
+    "receipt_topic",
+    "resync_topic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +85,20 @@ SHARE_GROUP: Final = "hq"
 
 def resync_topic(prefix: str) -> str:
     return f"{prefix}/hq/requests/resync"
+
+
+def receipt_topic(prefix: str, store: str) -> str:
+    return f"{prefix}/{store}/hq/receipts"
+
+
+class _Address(msgspec.Struct, frozen=True):
+    """What an event must carry, at least, for HQ to receipt it even when it refuses it."""
+
+    store: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    seq: int
+
+
+_address_decoder = msgspec.json.Decoder(_Address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,13 +296,20 @@ class Server:
 
     async def _take_events(self, session: MqttSession, deliveries: list[Delivery]) -> None:
         valid: list[tuple[Delivery, Event]] = []
+        receipted: dict[str, list[int]] = {}
         for delivery in deliveries:
             try:
                 valid.append((delivery, self._check_event(delivery)))
             except SyncError as exc:
                 self._reject("event", exc, delivery)
-                session.ack(delivery)  # it will never become valid
+                dead = self._address(delivery)
+                if dead is not None:
+                    # It will never become valid: receipted so the store's outbox moves on.
+                    receipted.setdefault(dead[0], []).append(dead[1])
+                    self.counters["events_dead_letter"] += 1
+                session.ack(delivery)
         if not valid:
+            self._send_receipts(session, receipted)
             return
         events = [event for _, event in valid]
         # Written out inside the ledger's transaction, before it commits: an event is never
@@ -274,8 +319,51 @@ class Server:
         new_count = sum(fresh)
         self.counters["events_new"] += new_count
         self.counters["events_duplicate"] += len(events) - new_count
+        # Committed: now the stores may delete them (duplicates too, their receipt was lost).
+        for event in events:
+            receipted.setdefault(event.store, []).append(event.seq)
+        self._send_receipts(session, receipted)
         for delivery, _event in valid:
             session.ack(delivery)
+
+    def _send_receipts(self, session: MqttSession, receipted: dict[str, list[int]]) -> None:
+        """One signed receipt per store for what this batch recorded. Not waited for: a lost
+        receipt only makes the store send those events again, and they are receipted again."""
+        if not receipted:
+            return
+        try:
+            signer = self._keys.signer()
+        except KeysError as exc:
+            self.counters["receipts_unsigned"] += 1
+            self._rejects.warning(
+                "receipt.unsigned", "cannot sign receipts: stores will send again", error=str(exc)
+            )
+            return
+        issued_at = round(time.time() * 1000)
+        for store, seqs in receipted.items():
+            ranges = merge_ranges((seq, seq) for seq in seqs)
+            receipt = Receipt(store=store, ranges=ranges, issued_at=issued_at)
+            topic = receipt_topic(self._options.prefix, store)
+            try:
+                session.publish(topic, signer.seal_receipt(receipt), qos=1)
+            except LinkError as exc:
+                self.counters["receipts_unsent"] += 1
+                log.info("receipt not sent", extra={"store": store, "error": str(exc)})
+                continue
+            self.counters["receipts"] += 1
+
+    def _address(self, delivery: Delivery) -> tuple[str, int] | None:
+        """``(store, seq)`` of an event HQ refuses, when it names them and came on that
+        store's own topic; ``None`` when nothing in it can be trusted to name a store."""
+        try:
+            address = _address_decoder.decode(delivery.payload)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        if not 1 <= address.seq <= 2**62:
+            return None
+        if not delivery.topic.startswith(f"{self._options.prefix}/{address.store}/events/"):
+            return None
+        return address.store, address.seq
 
     def _write_out(self, events: list[Event]) -> None:
         assert self._received is not None

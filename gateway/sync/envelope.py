@@ -17,7 +17,7 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "Keyring",
     "Message",
+    "Receipt",
     "ResyncRequest",
     "SyncError",
     "decode_event",
@@ -43,7 +44,9 @@ __all__ = [
     "encode_event",
     "encode_resync",
     "open_envelope",
+    "open_receipt",
     "seal",
+    "seal_receipt",
 ]
 
 ENVELOPE_VERSION: Final = 1
@@ -51,6 +54,7 @@ STREAMS: Final = ("offers", "templates", "profiles", "consents", "keys", "config
 KINDS: Final = ("delta", "snapshot_begin", "snapshot_item", "snapshot_end")
 EVENT_TYPES: Final = ("visit", "impression", "redemption", "consent", "erasure", "decision")
 MAX_WIRE_BYTES: Final = 1 << 20
+MAX_RECEIPT_RANGES: Final = 4096
 
 Stream = Literal["offers", "templates", "profiles", "consents", "keys", "config"]
 Kind = Literal["delta", "snapshot_begin", "snapshot_item", "snapshot_end"]
@@ -81,6 +85,19 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     body: dict[str, Any]
 
 
+class Receipt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """HQ → store, signed like a message: these events of ``store`` are recorded at HQ, so
+    the store may delete them from its outbox. ``ranges`` are inclusive ``[first, last]``
+    outbox sequences. ``type`` keeps a receipt and a stream message from ever passing for
+    each other, whatever key signed them."""
+
+    v: int = ENVELOPE_VERSION
+    type: Literal["receipt"] = "receipt"
+    store: _Id
+    ranges: Annotated[list[tuple[_Seq, _Seq]], msgspec.Meta(max_length=MAX_RECEIPT_RANGES)]
+    issued_at: int = 0
+
+
 class ResyncRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Store → HQ: send me everything of ``stream`` after ``since``."""
 
@@ -101,8 +118,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     body: dict[str, Any]
 
 
+_Signed = TypeVar("_Signed", Message, Receipt)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _message_decoder = msgspec.json.Decoder(Message)
+_receipt_decoder = msgspec.json.Decoder(Receipt)
 _resync_decoder = msgspec.json.Decoder(ResyncRequest)
 _event_decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
@@ -157,7 +176,43 @@ class Keyring:
 
 def seal(message: Message, key_id: str, private_key: Ed25519PrivateKey) -> bytes:
     """The wire bytes of ``message`` signed by ``private_key`` (HQ's side)."""
-    payload = _encoder.encode(message)
+    return _sign(_encoder.encode(message), key_id, private_key)
+
+
+def seal_receipt(receipt: Receipt, key_id: str, private_key: Ed25519PrivateKey) -> bytes:
+    """The wire bytes of ``receipt`` signed by ``private_key`` (HQ's side)."""
+    return _sign(_encoder.encode(receipt), key_id, private_key)
+
+
+def open_envelope(wire: bytes, keyring: Keyring, store: str) -> Message:
+    """Verify and decode an HQ message for ``store``; ``SyncError`` on any failure."""
+    return _addressed(_message_decoder, _verified(wire, keyring), store)
+
+
+def open_receipt(wire: bytes, keyring: Keyring, store: str) -> Receipt:
+    """Verify and decode HQ's receipt for ``store``; ``SyncError`` on any failure, including
+    a range whose first sequence is above its last."""
+    receipt = _addressed(_receipt_decoder, _verified(wire, keyring), store)
+    for first, last in receipt.ranges:
+        if first < 1 or first > last:
+            raise SyncError("malformed", f"receipt range [{first}, {last}]")
+    return receipt
+
+
+def _addressed(decoder: msgspec.json.Decoder[_Signed], payload: bytes, store: str) -> _Signed:
+    """A verified payload decoded, of this envelope version, addressed to ``store``."""
+    try:
+        decoded = decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise SyncError("malformed", str(exc)) from exc
+    if decoded.v != ENVELOPE_VERSION:
+        raise SyncError("unsupported_version", f"v={decoded.v}")
+    if decoded.store != store:
+        raise SyncError("wrong_store", f"for {decoded.store}, this is {store}")
+    return decoded
+
+
+def _sign(payload: bytes, key_id: str, private_key: Ed25519PrivateKey) -> bytes:
     envelope = _Envelope(
         key_id=key_id,
         payload=base64.b64encode(payload).decode(),
@@ -166,8 +221,8 @@ def seal(message: Message, key_id: str, private_key: Ed25519PrivateKey) -> bytes
     return _encoder.encode(envelope)
 
 
-def open_envelope(wire: bytes, keyring: Keyring, store: str) -> Message:
-    """Verify and decode an HQ message for ``store``; ``SyncError`` on any failure."""
+def _verified(wire: bytes, keyring: Keyring) -> bytes:
+    """The payload of a signed envelope, once its shape, key and signature check out."""
     if len(wire) > MAX_WIRE_BYTES:
         raise SyncError("oversized", f"{len(wire)} bytes > {MAX_WIRE_BYTES}")
     try:
@@ -180,15 +235,7 @@ def open_envelope(wire: bytes, keyring: Keyring, store: str) -> Message:
     except (binascii.Error, ValueError) as exc:
         raise SyncError("malformed", f"bad base64: {exc}") from exc
     keyring.verify(envelope.key_id, payload, signature)
-    try:
-        message = _message_decoder.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise SyncError("malformed", str(exc)) from exc
-    if message.v != ENVELOPE_VERSION:
-        raise SyncError("unsupported_version", f"v={message.v}")
-    if message.store != store:
-        raise SyncError("wrong_store", f"message for {message.store}, this is {store}")
-    return message
+    return payload
 
 
 def encode_resync(request: ResyncRequest) -> bytes:

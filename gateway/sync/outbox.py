@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 import lmdb
@@ -42,10 +42,12 @@ __all__ = [
     "enforce_budget_op",
     "enqueue_in",
     "enqueue_op",
+    "merge_ranges",
     "oldest_age",
     "outbox_bytes",
     "pending",
     "remove_op",
+    "remove_ranges_op",
 ]
 
 PROTECTED_TYPES: Final = frozenset({"consent", "erasure"})
@@ -145,6 +147,46 @@ def remove_op(db: Database, *seqs: int) -> Callable[[Any], int]:
         if freed:
             _add_bytes(txn, sync, -freed)
         return removed
+
+    return remove
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Valid inclusive ranges sorted and merged where they overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(r for r in ranges if 1 <= r[0] <= r[1]):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def remove_ranges_op(db: Database, ranges: Sequence[tuple[int, int]]) -> Callable[[Any], int]:
+    """A write operation that deletes every entry within the inclusive ``[first, last]``
+    ranges (HQ's receipt); returns how many were there. Walks only what the outbox holds, so
+    a wide range costs no more than the entries it covers."""
+    spans = merge_ranges(ranges)
+
+    def remove(txn: Any) -> int:
+        outbox, sync = db.handle("outbox"), db.handle("sync")
+        doomed: list[bytes] = []
+        freed = 0
+        with txn.cursor(db=outbox) as cursor:
+            for first, last in spans:
+                found = cursor.set_range(_U64.pack(first))
+                while found:
+                    key = bytes(cursor.key())
+                    if _U64.unpack(key)[0] > last:
+                        break
+                    doomed.append(key)
+                    freed += len(key) + len(cursor.value())
+                    found = cursor.next()
+        for key in doomed:
+            txn.delete(key, db=outbox)
+        if freed:
+            _add_bytes(txn, sync, -freed)
+        return len(doomed)
 
     return remove
 

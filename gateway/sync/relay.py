@@ -1,10 +1,22 @@
-"""The outbox relay: publishes outbox entries to HQ in order, deleting each after its PUBACK.
+"""The outbox relay: publishes outbox entries to HQ in order, deleting each once HQ has it.
 
 One pass, while the link is up: read the pending entries after the last one sent, publish them
 with ``publish_acked`` to ``{prefix}/{store}/events/{type}`` at QoS 1 (at most ``window``
-waiting for their PUBACK), and as acknowledgements arrive, oldest first, delete those entries
-through the writer. Nothing is deleted before its PUBACK, so a crash or a lost link never loses
-an event; it only sends some again.
+waiting for their PUBACK). What "HQ has it" means is the relay's ``receipt_timeout_s``:
+
+* ``None``: the broker's PUBACK. Entries are deleted, oldest first, as PUBACKs arrive. Right
+  only for a broker that saves a message before acknowledging it; Mosquitto does not (it
+  saves every ``autosave_interval``), so a broker crash would lose what it acknowledged.
+* a number of seconds (the gateway's default): HQ's signed receipt, which ``moments hq serve``
+  sends after the events are committed in its ledger (``receipt()`` takes it). A PUBACK only
+  moves the entry to "awaiting receipt"; the receipt deletes it. When the oldest entry has
+  waited ``receipt_timeout_s`` after its PUBACK, the pass ends and the next one sends again
+  from the oldest entry still in the outbox: a broker that lost what it acknowledged, or a
+  broker with no subscriber yet to hand it to, costs a delay, never an event. At most
+  ``max_unreceipted`` entries are out without a receipt.
+
+Nothing is deleted before that point, so a crash or a lost link never loses an event; it only
+sends some again.
 
 A pass ends on any failure (the link dropped, a PUBACK did not come within ``ack_timeout_s``,
 the broker refused a message, a store write failed). The relay then waits a jittered backoff,
@@ -27,7 +39,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple, Protocol
 
 from beacons.backoff import Backoff
@@ -39,10 +52,12 @@ from gateway.sync.outbox import (
     PendingEvent,
     depth,
     enforce_budget_op,
+    merge_ranges,
     oldest_age,
     outbox_bytes,
     pending,
     remove_op,
+    remove_ranges_op,
 )
 
 __all__ = ["AckedLink", "OutboxRelay"]
@@ -92,6 +107,8 @@ class OutboxRelay:
         perishable_expiry_s: int = 3600,
         max_bytes: int | None = None,
         ack_timeout_s: float = 30.0,
+        receipt_timeout_s: float | None = None,
+        max_unreceipted: int = 4096,
         poll_s: float = 1.0,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
@@ -107,18 +124,25 @@ class OutboxRelay:
         self._perishable_expiry_s = perishable_expiry_s
         self._max_bytes = max_bytes
         self._ack_timeout_s = ack_timeout_s
+        self._receipt_timeout_s = receipt_timeout_s
+        self._max_unreceipted = max(window, max_unreceipted)
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(0.2, 30.0)
         self._clock = clock or SystemClock()
         self._signal = asyncio.Event()  # wake(), an acknowledgement, aclose()
         self._closed = asyncio.Event()
         self._inflight: deque[_Sent] = deque()
+        # Acknowledged by the broker, waiting for HQ's receipt: seq -> deadline, in PUBACK order.
+        self._awaiting: OrderedDict[int, float] = OrderedDict()
+        self._early: set[int] = set()  # receipted while their PUBACK was still to come
+        self._receipts: list[tuple[int, int]] = []  # ranges receipted, not yet deleted
         self._highest_sent = 0
         self.published = 0
         self.acked = 0
         self.redelivered = 0
         self.dropped_over_budget = 0
         self.expired = 0
+        self.receipted = 0
         self.failures = 0
         self.last_error = ""
 
@@ -128,6 +152,12 @@ class OutboxRelay:
         """Something was enqueued: look at the outbox now rather than at the next poll."""
         self._signal.set()
 
+    def receipt(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """HQ's verified receipt: the entries within these inclusive ranges are recorded at HQ.
+        They are deleted by the relay's task, in or between passes."""
+        self._receipts.extend(ranges)
+        self._signal.set()
+
     def status(self) -> dict[str, Any]:
         age = oldest_age(self._db, self._clock.now())
         out: dict[str, Any] = {
@@ -135,6 +165,8 @@ class OutboxRelay:
             "bytes": outbox_bytes(self._db),
             "oldest_age_s": None if age is None else round(age, 3),
             "inflight": len(self._inflight),
+            "awaiting_receipt": len(self._awaiting),
+            "receipted": self.receipted,
             "published": self.published,
             "acked": self.acked,
             "redelivered": self.redelivered,
@@ -150,13 +182,14 @@ class OutboxRelay:
         """Relay until ``aclose()``: passes while the link is up, backoff after a failure."""
         while not self._closed.is_set():
             await self._enforce_budget()
+            await self._take_receipts()
             if not self._link.is_up:
                 await self._pause(_LINK_POLL_S)
                 continue
             try:
                 await self._pass()
             except (LinkError, StoreError) as exc:
-                self._inflight.clear()
+                self._forget_pass()
                 self.failures += 1
                 self.last_error = str(exc)
                 level = logging.INFO if isinstance(exc, LinkDownError) else logging.WARNING
@@ -166,7 +199,7 @@ class OutboxRelay:
                     extra={"error": self.last_error, "acked": self.acked},
                 )
                 await self._pause(self._backoff.next())
-        self._inflight.clear()
+        self._forget_pass()
 
     async def aclose(self) -> None:
         self._closed.set()
@@ -176,28 +209,37 @@ class OutboxRelay:
 
     async def _pass(self) -> None:
         """Publish from the oldest pending entry on; returns only when closed, else raises."""
-        inflight = self._inflight
-        inflight.clear()
+        inflight, awaiting = self._inflight, self._awaiting
+        self._forget_pass()
         after = 0
         done: list[int] = []
         while not self._closed.is_set():
             self._signal.clear()
+            await self._take_receipts()
             acked = 0
             while inflight and inflight[0].ack.done():
                 sent = inflight.popleft()
                 _raise_if_failed(sent)
-                done.append(sent.seq)
                 acked += 1
+                if self._receipt_timeout_s is None:
+                    done.append(sent.seq)
+                elif sent.seq in self._early:
+                    self._early.discard(sent.seq)
+                else:
+                    awaiting[sent.seq] = self._clock.monotonic() + self._receipt_timeout_s
+            self.acked += acked
             if done:
                 await self._writer.write(remove_op(self._db, *done))
                 done = []
-                self.acked += acked
                 if acked:
                     self._backoff.reset()
             await self._enforce_budget()
             if not self._link.is_up:
                 raise LinkDownError("link is down")
-            room = self._window - len(inflight)
+            room = min(
+                self._window - len(inflight),
+                self._max_unreceipted - len(inflight) - len(awaiting),
+            )
             if room > 0:
                 now_ms = int(self._clock.now() * 1000)
                 for entry in pending(self._db, room, after=after):
@@ -209,18 +251,55 @@ class OutboxRelay:
                     inflight.append(self._publish(entry, now_ms))
             if done:
                 continue  # expired entries to delete
-            if inflight:
-                timeout = inflight[0].deadline - self._clock.monotonic()
-                if timeout <= 0:
-                    raise LinkError(
-                        f"no PUBACK for outbox entry {inflight[0].seq} "
-                        f"within {self._ack_timeout_s} s"
-                    )
-            else:
-                timeout = self._poll_s
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(timeout, self._poll_s)):
-                    await self._signal.wait()
+            await self._wait(self._overdue())
+
+    def _overdue(self) -> float:
+        """Seconds until the oldest PUBACK or receipt is overdue; raises once one is."""
+        now = self._clock.monotonic()
+        timeout = self._poll_s
+        if self._inflight:
+            timeout = self._inflight[0].deadline - now
+            if timeout <= 0:
+                raise LinkError(
+                    f"no PUBACK for outbox entry {self._inflight[0].seq} "
+                    f"within {self._ack_timeout_s} s"
+                )
+        if self._awaiting:
+            seq, deadline = next(iter(self._awaiting.items()))
+            if deadline <= now:
+                raise LinkError(
+                    f"no receipt from HQ for outbox entry {seq} within "
+                    f"{self._receipt_timeout_s} s of its PUBACK: sending again"
+                )
+            timeout = min(timeout, deadline - now)
+        return timeout
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(seconds, self._poll_s)):
+                await self._signal.wait()
+
+    async def _take_receipts(self) -> None:
+        """Delete what HQ's receipts cover; entries still on their way to the broker are
+        remembered so their PUBACK does not start a wait for a receipt that already came."""
+        if not self._receipts:
+            return
+        spans = merge_ranges(self._receipts)
+        self._receipts = []
+        removed = await self._writer.write(remove_ranges_op(self._db, spans))
+        self.receipted += removed
+        for first, last in spans:
+            for seq in [seq for seq in self._awaiting if first <= seq <= last]:
+                del self._awaiting[seq]
+            self._early.update(s.seq for s in self._inflight if first <= s.seq <= last)
+        if removed:
+            self._backoff.reset()
+
+    def _forget_pass(self) -> None:
+        """A new pass sends everything still in the outbox again: nothing is waited for."""
+        self._inflight.clear()
+        self._awaiting.clear()
+        self._early.clear()
 
     def _publish(self, entry: PendingEvent, now_ms: int) -> _Sent:
         expiry: int | None = None

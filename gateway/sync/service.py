@@ -1,7 +1,9 @@
 """HQ sync at run time: the link to HQ's broker, the stream applier, resync requests, and the
 outbox relay, owned together and started by the composition root when ``[hq] enabled``.
 
-Incoming HQ messages are handled one at a time, in arrival order: verify and plan
+HQ's signed receipts (``{prefix}/{store}/hq/receipts``) go to the relay, which deletes the
+outbox entries they cover. Other incoming HQ messages are handled one at a time, in arrival
+order: verify and plan
 (:class:`~gateway.sync.apply.StreamApplier`), commit through the store's single writer, then
 let the applier see the result (a newly trusted key must be in the keyring before the next
 message is checked). A gap, a snapshot that went wrong or a forced full resync makes the
@@ -21,11 +23,20 @@ from beacons.backoff import Backoff
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import LinkError, StoreError
+from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.mqtt import InboundMessage, MqttLink, Tls, Will
 from gateway.store import Database, Writer
 from gateway.sync.apply import StreamApplier, restore_keyring, sweep_tombstones_op
-from gateway.sync.envelope import STREAMS, Keyring, ResyncRequest, Stream, encode_resync
+from gateway.sync.envelope import (
+    STREAMS,
+    Keyring,
+    ResyncRequest,
+    Stream,
+    SyncError,
+    encode_resync,
+    open_receipt,
+)
 from gateway.sync.relay import OutboxRelay
 
 __all__ = ["RESYNC_RETRY_S", "SWEEP_EVERY_S", "HqSync"]
@@ -60,6 +71,7 @@ class HqSync:
         self._prefix = prefix
         self._response_topic = f"{prefix}/{config.store_id}/hq/response"
         self._resync_topic = f"{prefix}/hq/requests/resync"
+        self._receipt_topic = f"{prefix}/{config.store_id}/hq/receipts"
         self.keyring = Keyring((k.id, bytes.fromhex(k.public_key)) for k in hq.trusted_keys)
         self.applier = StreamApplier(db, config.store_id, self.keyring, clock=clock)
         status_topic = f"{prefix}/{config.store_id}/gateway/status"
@@ -88,10 +100,12 @@ class HqSync:
             prefix=prefix,
             perishable_expiry_s=hq.perishable_expiry_s,
             max_bytes=hq.outbox_budget_mb << 20,
+            receipt_timeout_s=hq.receipt_timeout_s if hq.delete_on == "receipt" else None,
             clock=clock,
         )
         self._applied = metrics.sync_messages
         self._rejected = metrics.sync_rejected
+        self._receipt_rejects = RateLimitedLog(log)
         self._closed = asyncio.Event()
 
     async def run(self) -> None:
@@ -130,6 +144,9 @@ class HqSync:
         await self._closed.wait()
 
     async def _handle(self, message: InboundMessage) -> None:
+        if message.topic == self._receipt_topic:
+            self._take_receipt(message.payload)
+            return
         outcome = self.applier.plan(message.payload)
         if outcome.op is None:
             self._rejected.labels(stream=outcome.stream, reason=outcome.reason).inc()
@@ -146,6 +163,19 @@ class HqSync:
         request = self.applier.committed(outcome, result)
         if request is not None:
             await self._ask(request)
+
+    def _take_receipt(self, wire: bytes) -> None:
+        """HQ's signed receipt for outbox entries: verified, then handed to the relay."""
+        try:
+            receipt = open_receipt(wire, self.keyring, self._store)
+        except SyncError as exc:
+            self._rejected.labels(stream="receipts", reason=exc.reason).inc()
+            self._receipt_rejects.warning(
+                exc.reason, "HQ receipt rejected", why=exc.reason, detail=exc.detail
+            )
+            return
+        self._applied.labels(stream="receipts", result="applied").inc()
+        self.relay.receipt(receipt.ranges)
 
     async def _keep_asking(self) -> None:
         """A stopped stream asks again every ``RESYNC_RETRY_S`` until HQ has filled it: a

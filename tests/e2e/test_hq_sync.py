@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from firmware_sim.scenario import demo_records
 from gateway.config import Config, HqConfig, TrustedKeyConfig
 from gateway.store import OfferRecord
-from gateway.sync.envelope import Message, decode_event, seal
+from gateway.sync.envelope import Message, Receipt, decode_event, seal, seal_receipt
 from tests.support.broker import Broker, free_port
 from tests.support.peers import ALICE, Publisher, Served, serve
 
@@ -188,6 +188,25 @@ async def test_hq_offer_reaches_the_kiosk_gaps_resync_forgeries_refused_outbox_r
             assert impression.body["offer"] == special.offer_id
             assert impression.body["shopper"] == "shopper-alice"
             assert all(e.store == STORE for e in events)
-            await _until(lambda: gateway.sync.relay.status()["depth"] == 0)  # type: ignore[union-attr]
+            relay = gateway.sync.relay  # type: ignore[union-attr]
+            # 5. The broker's PUBACK is not enough: the entries wait for HQ's signed receipt.
+            await _until(lambda: relay.status()["awaiting_receipt"] >= len(events))
+            assert relay.status()["depth"] >= len(events)
+            forged = Receipt(store=STORE, ranges=[(1, 2**40)])
+            peer.client.publish(
+                f"moments/v1/{STORE}/hq/receipts",
+                seal_receipt(forged, "hq-1", Ed25519PrivateKey.generate()),
+                qos=1,
+            )
+            receipt = Receipt(store=STORE, ranges=[(min(seqs), max(seqs))])
+            peer.client.publish(
+                f"moments/v1/{STORE}/hq/receipts", seal_receipt(receipt, "hq-1", key), qos=1
+            )
+            await _until(lambda: relay.status()["receipted"] >= len(events))
+            rejected = gateway.metrics.registry.get_sample_value(
+                "moments_sync_rejected_total", {"stream": "receipts", "reason": "bad_signature"}
+            )
+            assert rejected == 1
+            await _until(lambda: relay.status()["depth"] == 0)
     finally:
         peer.close()

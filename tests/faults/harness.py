@@ -66,6 +66,7 @@ __all__ = [
 REPO: Final = Path(__file__).resolve().parents[2]
 EXAMPLE: Final = REPO / "deploy" / "moments.example.toml"
 STORE: Final = "store-1"
+RECEIPT_TIMEOUT_S: Final = 3.0  # the gateway sends again after this long without a receipt
 _U64: Final = struct.Struct(">Q")
 
 T = TypeVar("T")
@@ -223,6 +224,7 @@ def write_gateway_config(
             "connect_timeout_s": 2.0,
             "backoff_min_s": 0.1,
             "backoff_max_s": 0.5,
+            "receipt_timeout_s": RECEIPT_TIMEOUT_S,
             "trusted_keys": [dict(trusted_key)],
         },
         "log": {"level": "info", "format": "json"},

@@ -40,6 +40,7 @@ from gateway.sync.envelope import (
     encode_event,
     encode_resync,
     open_envelope,
+    open_receipt,
 )
 from tests.support.broker import Broker
 
@@ -467,6 +468,40 @@ async def test_serve_counts_an_event_published_twice_once(
     assert server.counters["event_rejected.topic_mismatch"] == 2
     assert server.counters["event_rejected.malformed"] == 1
     assert ledger.counts() == {"events": 1, "events.impression": 1, "duplicates": 1}
+
+
+async def test_serve_receipts_what_it_recorded_and_what_it_will_never_take(
+    broker: Broker, peer: Peer, ledger: Ledger, keys: KeyDir
+) -> None:
+    """Each batch ends with one signed receipt per store, after the commit: new events,
+    duplicates (their first receipt may have been lost) and refused events that name their
+    store on its own topic (they would otherwise block that store's outbox for ever)."""
+    peer.subscribe(f"{PREFIX}/+/hq/receipts")
+    ring = keyring_of(("hq-old", keys.current().public_key))
+    async with serving(ledger, keys, broker) as server:
+        for seq in (1, 2, 1):
+            await asyncio.to_thread(peer.publish, f"{PREFIX}/store-1/events/impression", event(seq))
+        await asyncio.to_thread(
+            peer.publish, f"{PREFIX}/store-2/events/visit", event(7, "store-2", "visit")
+        )
+        await asyncio.to_thread(peer.publish, f"{PREFIX}/store-1/events/visit", event(3))
+        await asyncio.to_thread(peer.publish, f"{PREFIX}/store-2/events/visit", event(4))
+        await asyncio.to_thread(peer.publish, f"{PREFIX}/store-1/events/visit", b"{")
+        await until(lambda: sum(v for k, v in server.counters.items() if "event" in k) >= 7)
+        await until(lambda: server.counters["receipts"] >= 1)
+        await asyncio.sleep(0.3)
+    covered: dict[str, set[int]] = {}
+    while not peer.messages.empty():
+        msg = peer.messages.get_nowait()
+        store = msg.topic.split("/")[2]
+        receipt = open_receipt(bytes(msg.payload), ring, store)
+        assert receipt.issued_at > 0
+        for first, last in receipt.ranges:
+            covered.setdefault(store, set()).update(range(first, last + 1))
+    # store-1's 3 came on a topic of the wrong type: dead letter, receipted; store-1's 4 came
+    # on store-2's topic: nothing in it can be trusted, no receipt for either store.
+    assert covered == {"store-1": {1, 2, 3}, "store-2": {7}}
+    assert server.counters["events_dead_letter"] == 1
 
 
 async def test_serve_answers_resync_with_replay_or_snapshot(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +22,12 @@ from gateway.sync.outbox import (
     enforce_budget_op,
     enqueue_in,
     enqueue_op,
+    merge_ranges,
     oldest_age,
     outbox_bytes,
     pending,
     remove_op,
+    remove_ranges_op,
 )
 
 STORE = "store-1"
@@ -236,3 +239,34 @@ def test_an_unreadable_layout_is_refused(db: Database) -> None:
         txn.put(key, b"\x09" + value[1:])
     with pytest.raises(StoreError, match="layout"):
         pending(db, 1)
+
+
+# ----- HQ's receipts -----
+
+
+def test_merge_ranges_sorts_merges_and_drops_nonsense() -> None:
+    assert merge_ranges([(5, 9), (1, 2), (3, 4), (8, 12), (20, 20), (0, 3), (7, 6)]) == [
+        (1, 12),
+        (20, 20),
+    ]
+    assert merge_ranges([]) == []
+
+
+@given(st.lists(st.tuples(st.integers(-2, 40), st.integers(-2, 40)), max_size=12))
+def test_merge_ranges_covers_exactly_the_valid_sequences(ranges: list[tuple[int, int]]) -> None:
+    merged = merge_ranges(ranges)
+    want = {n for first, last in ranges if 1 <= first <= last for n in range(first, last + 1)}
+    assert {n for first, last in merged for n in range(first, last + 1)} == want
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(merged))
+
+
+def test_remove_ranges_deletes_what_they_cover_and_keeps_the_byte_count(db: Database) -> None:
+    for i in range(10):
+        enqueue(db, "consent" if i % 3 == 0 else "visit", perishable=i % 3 != 0, n=i)
+    assert run(db, remove_ranges_op(db, [(2, 4), (4, 5), (9, 2**62)])) == 6
+    assert [e.seq for e in pending(db, 20)] == [1, 6, 7, 8]
+    assert outbox_bytes(db) == entry_bytes(db)
+    assert run(db, remove_ranges_op(db, [(2, 5), (100, 200)])) == 0  # already gone: no-op
+    assert run(db, remove_ranges_op(db, [(1, 8)])) == 4
+    assert depth(db) == 0 and outbox_bytes(db) == 0
+    assert enqueue(db, "visit", perishable=True) == 11  # sequences never go back

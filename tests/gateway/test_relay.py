@@ -417,3 +417,132 @@ async def test_an_expired_event_is_deleted_unsent(
     assert hq.seqs() == [2, 3]
     assert hq.messages[0].properties.MessageExpiryInterval <= 90
     assert relay.expired == 1
+
+
+# ----- HQ's receipts -----
+
+
+async def test_with_receipts_a_puback_keeps_the_entry_until_hq_receipts_it(
+    broker: Broker,
+    store: tuple[Database, Writer],
+    subscribers: Callable[[int], Subscriber],
+) -> None:
+    db, writer = store
+    hq = subscribers(broker.port)
+    link = make_link(broker.port)
+    relay = OutboxRelay(
+        db, writer, link, store_id=STORE, prefix=PREFIX, receipt_timeout_s=60.0, poll_s=0.05
+    )
+    await enqueue_many(db, writer, 100)
+    async with running(link, relay):
+        await until(lambda: relay.acked == 100)
+        assert depth(db) == 100  # the broker has them; HQ has said nothing yet
+        assert relay.status()["awaiting_receipt"] == 100
+        relay.receipt([(1, 40), (41, 60), (90, 10**12)])  # merged, a wide end is harmless
+        await until(lambda: relay.receipted == 71)
+        assert [e.seq for e in pending(db, 200)] == list(range(61, 90))
+        assert relay.status()["awaiting_receipt"] == 29
+        relay.receipt([(61, 89)])
+        await until(lambda: depth(db) == 0)
+        status = relay.status()
+    assert hq.seqs() == list(range(1, 101))  # each sent once: the receipts came in time
+    assert (status["redelivered"], status["failures"], status["receipted"]) == (0, 0, 100)
+    assert outbox_bytes(db) == 0
+
+
+async def test_without_a_receipt_in_time_the_relay_sends_again_from_the_oldest(
+    broker: Broker,
+    store: tuple[Database, Writer],
+    subscribers: Callable[[int], Subscriber],
+) -> None:
+    """A broker that acknowledged and then lost events (or had no one to give them to): HQ
+    receipts only what it got, and the rest goes again once the receipt is overdue."""
+    db, writer = store
+    clock = ManualClock(wall=AT / 1000)
+    hq = subscribers(broker.port)
+    link = make_link(broker.port)
+    relay = OutboxRelay(
+        db,
+        writer,
+        link,
+        store_id=STORE,
+        prefix=PREFIX,
+        receipt_timeout_s=30.0,
+        backoff=Backoff(0.01, 0.02),
+        poll_s=0.05,
+        clock=clock,
+    )
+    await enqueue_many(db, writer, 20)
+    async with running(link, relay):
+        await until(lambda: relay.acked == 20 and len(hq.messages) == 20)
+        relay.receipt([(1, 5), (11, 20)])  # 6..10 "lost" on the way to HQ
+        await until(lambda: relay.receipted == 15)
+        await asyncio.sleep(0.2)
+        assert len(hq.messages) == 20  # nothing overdue yet
+        clock.advance(31.0)
+        await until(lambda: len(hq.messages) == 25)
+        assert hq.seqs()[20:] == [6, 7, 8, 9, 10]  # again, oldest first, only what is left
+        relay.receipt([(6, 10)])
+        await until(lambda: depth(db) == 0)
+        status = relay.status()
+    assert status["failures"] == 1 and status["redelivered"] == 5
+    assert "no receipt from HQ for outbox entry 6" in status["last_error"]
+
+
+async def test_a_receipt_before_the_puback_is_not_waited_for_again(
+    store: tuple[Database, Writer],
+) -> None:
+    """HQ can be quicker than the broker's PUBACK to this store; the entry must not then wait
+    for a second receipt (and be sent again when none comes)."""
+    db, writer = store
+    clock = ManualClock(wall=AT / 1000)
+    link = HeldLink()
+    relay = OutboxRelay(
+        db, writer, link, store_id=STORE, prefix=PREFIX, receipt_timeout_s=5.0, clock=clock
+    )
+    await enqueue_many(db, writer, 3)
+    task = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: len(link.sent) == 3)
+        relay.receipt([(1, 3)])
+        await until(lambda: relay.receipted == 3)
+        link.ack_all()
+        await until(lambda: relay.acked == 3)
+        clock.advance(60.0)
+        await asyncio.sleep(0.2)
+        assert relay.status()["awaiting_receipt"] == 0
+        assert relay.failures == 0 and len(link.sent) == 3
+    finally:
+        await relay.aclose()
+        await task
+
+
+class HeldLink:
+    """A link whose PUBACKs come only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, asyncio.Future[None]]] = []
+
+    @property
+    def is_up(self) -> bool:
+        return True
+
+    def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, future))
+        return future
+
+    def ack_all(self) -> None:
+        for _topic, future in self.sent:
+            if not future.done():
+                future.set_result(None)

@@ -20,8 +20,13 @@ database        key                   value
 ``keyring``     key id                trusted HQ signing keys
 ``staging``     snapshot/stream/id    snapshot items waiting for their ``snapshot_end``
 ``tombstones``  kind/id               erasures (no personal data), kept past the longest outage
-``outbox``      sequence (8 bytes BE) events waiting for the HQ broker's PUBACK
+``outbox``      sequence (8 bytes BE) events waiting for HQ's receipt
 ``templates``   template id           templates published by HQ
+``consent_ledger`` shopper/hlc/purpose  every consent decision, append-only (proof)
+``preferences`` shopper id            the shopper's contact preferences
+``decisions``   shopper/hlc           decision records (what was chosen and why)
+``counters``    shopper/name/window   caps: messages per visit and per day
+``tokens``      ``jti:``/``gen:`` ids revoked tokens and per-subject token generations
 ==============  ====================  ===========================================
 
 A put of a shopper's profile, consent, keys or identities is a no-op while a
@@ -84,6 +89,12 @@ DATABASES: Final = (
     "tombstones",
     "outbox",
     "templates",
+    # The shopper in control (consent ledger, preferences), decisions, caps, app tokens.
+    "consent_ledger",
+    "preferences",
+    "decisions",
+    "counters",
+    "tokens",
 )
 _TABLE_OF: Final[dict[type[Any], str]] = {
     ProfileRecord: "profiles",

@@ -12,12 +12,14 @@ boundary catches a third-party type.
     │   └── LinkDownError      a publish was attempted while the link is down
     ├── PayloadError           an untrusted input was rejected; carries a short ``reason``
     │   └── NodeMessageError   a scanner-node message failed validation
+    ├── AuthError              credentials refused; carries a stable ``code`` and HTTP status
     └── RenderError            a template failed to render
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "LinkDownError",
     "LinkError",
@@ -67,6 +69,18 @@ class PayloadError(MomentsError):
 
 class NodeMessageError(PayloadError):
     """A scanner-node message was malformed or out of bounds."""
+
+
+class AuthError(MomentsError):
+    """A request's credentials were refused. ``code`` is a stable label for the API's JSON
+    error (``token_missing``, ``token_malformed``, ``token_bad_signature``, ``token_expired``,
+    ``token_revoked``, ``forbidden``); ``status`` the HTTP status (401, or 403 for a valid
+    token of the wrong role or subject)."""
+
+    def __init__(self, code: str, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
 
 class RenderError(MomentsError):

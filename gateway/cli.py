@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from gateway import __version__
 from gateway.config import Config, load_config
@@ -24,9 +26,15 @@ from gateway.hq import cli as hq_cli
 from gateway.logs import configure_logging
 from gateway.store import cli as store_cli
 
+if TYPE_CHECKING:
+    from gateway.store import Database
+    from gateway.store.writer import WriteOp
+    from gateway.tokens import Role
+
 __all__ = ["main"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_T = TypeVar("_T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
     store_cli.register(sub)
     hq_cli.register(sub)
+    _register_token(sub)
 
     sim = sub.add_parser(
         "sim",
@@ -308,6 +317,192 @@ def _cmd_irk_resolve(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return _identity_command(run)
+
+
+def _register_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    roles = "shopper, kiosk, staff or admin"
+    token = sub.add_parser(
+        "token",
+        help="issue and revoke app and device tokens",
+        description="Issue and revoke the tokens of the shopper API in the gateway's store "
+        "(<data_dir>/store of the configuration). Works whether or not the gateway runs.",
+    )
+    token.set_defaults(handler=_help_of(token))
+    token_sub = token.add_subparsers(title="token commands", metavar="COMMAND")
+    issue = token_sub.add_parser(
+        "issue",
+        help="issue a token",
+        description='Print {"token", "role", "subject", "expires_at", "jti"} for a new token '
+        "of the subject's current generation, creating the store's token secret the first "
+        "time.",
+    )
+    issue.add_argument("--role", required=True, metavar="ROLE", help=roles)
+    issue.add_argument("--subject", required=True, metavar="ID", help="shopper, kiosk, staff id")
+    issue.add_argument(
+        "--ttl",
+        default="30d",
+        metavar="TTL",
+        help="lifetime: seconds, or a number with s, m, h or d (default 30d)",
+    )
+    issue.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    issue.set_defaults(handler=_cmd_token_issue)
+    revoke = token_sub.add_parser(
+        "revoke",
+        help="revoke one token",
+        description="Revoke one token (its signature is checked; an expired token is "
+        'accepted). Prints {"revoked": JTI, "role", "subject", "expires_at", "new": bool}.',
+    )
+    revoke.add_argument("token", metavar="TOKEN", help="the token, mt1.<claims>.<mac>")
+    revoke.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    revoke.set_defaults(handler=_cmd_token_revoke)
+    revoke_subject = token_sub.add_parser(
+        "revoke-subject",
+        help="revoke every token of a subject",
+        description="Revoke every token issued so far to a subject (log out everywhere) by "
+        'moving its token generation on. Prints {"role", "subject", "generation"}.',
+    )
+    revoke_subject.add_argument("--role", required=True, metavar="ROLE", help=roles)
+    revoke_subject.add_argument("--subject", required=True, metavar="ID", help="the subject")
+    revoke_subject.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    revoke_subject.set_defaults(handler=_cmd_token_revoke_subject)
+
+
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_MAX_TTL_S = 5 * 366 * 86_400
+
+
+def _ttl_arg(text: str) -> int:
+    number, unit = text.strip(), ""
+    if number[-1:] in _TTL_UNITS:
+        number, unit = number[:-1], number[-1:]
+    if not number.isascii() or not number.isdigit():
+        raise _UsageError(f"--ttl must be seconds or a number with s, m, h or d: {text!r}")
+    seconds = int(number) * _TTL_UNITS[unit]
+    if not 1 <= seconds <= _MAX_TTL_S:
+        raise _UsageError(f"--ttl must be between 1 s and {_MAX_TTL_S // 86_400} days: {text!r}")
+    return seconds
+
+
+def _role_and_subject(args: argparse.Namespace) -> tuple[Role, str]:
+    from gateway.tokens import ROLES, SUBJECT_PATTERN
+
+    if args.role not in ROLES:
+        raise _UsageError(f"--role must be one of {', '.join(ROLES)}: {args.role!r}")
+    if not re.match(SUBJECT_PATTERN, args.subject):
+        raise _UsageError(
+            "--subject must be 1 to 128 letters, digits or _.:@- starting with a letter or "
+            f"digit: {args.subject!r}"
+        )
+    return cast("Role", args.role), args.subject
+
+
+@contextlib.contextmanager
+def _token_store(config_file: Path | None, *, create: bool) -> Iterator[Database]:
+    """The gateway's store, open for one command. LMDB lets this process read and write
+    while a running gateway has the store open; without ``create`` a missing store is an
+    error (most likely the wrong configuration) rather than a new empty one."""
+    from gateway.errors import StoreError
+    from gateway.store import Database
+
+    config = load_config(config_file)
+    path = config.data_path / "store"
+    if not create and not (path / "data.mdb").is_file():
+        raise StoreError(f"no store at {path}")
+    db = Database(path, map_size=config.store.map_size_mb << 20)
+    db.open()
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _write(db: Database, op: WriteOp[_T]) -> _T:
+    """Run one write operation through the store's writer, as the gateway does."""
+    from gateway.store import Writer
+
+    async def write() -> _T:
+        writer = Writer(db)
+        writer.start()
+        try:
+            return await writer.write(op)
+        finally:
+            await writer.aclose()
+
+    return asyncio.run(write())
+
+
+def _token_command(run: Callable[[], dict[str, object]]) -> int:
+    """Print ``run()``'s result as one JSON line; a bad argument is a one-line usage error
+    (2); a refused token or a store error reaches ``main`` (1)."""
+    try:
+        result = run()
+    except _UsageError as exc:
+        print(f"moments: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _cmd_token_issue(args: argparse.Namespace) -> int:
+    from gateway.clock import SystemClock
+    from gateway.tokens import Tokens, generation, secret_op
+
+    def run() -> dict[str, object]:
+        role, subject = _role_and_subject(args)
+        ttl_s = _ttl_arg(args.ttl)
+        with _token_store(args.config, create=True) as db:
+            secret = _write(db, secret_op(db))
+            current = generation(db, role, subject)
+        token, claims = Tokens(secret).issue(
+            role,
+            subject,
+            now=SystemClock().now(),
+            ttl_s=ttl_s,
+            generation=current,
+        )
+        return {
+            "token": token,
+            "role": claims.role,
+            "subject": claims.subject,
+            "expires_at": claims.expires_at,
+            "jti": claims.jti,
+        }
+
+    return _token_command(run)
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    from gateway.errors import StoreError
+    from gateway.tokens import Tokens, read_secret, revoke_op
+
+    def run() -> dict[str, object]:
+        with _token_store(args.config, create=False) as db:
+            secret = read_secret(db)
+            if secret is None:
+                raise StoreError(f"no token was ever issued from the store at {db.path}")
+            claims = Tokens(secret).authenticate(args.token.strip())
+            new = _write(db, revoke_op(db, claims))
+        return {
+            "revoked": claims.jti,
+            "role": claims.role,
+            "subject": claims.subject,
+            "expires_at": claims.expires_at,
+            "new": new,
+        }
+
+    return _token_command(run)
+
+
+def _cmd_token_revoke_subject(args: argparse.Namespace) -> int:
+    from gateway.tokens import revoke_subject_op
+
+    def run() -> dict[str, object]:
+        role, subject = _role_and_subject(args)
+        with _token_store(args.config, create=False) as db:
+            current = _write(db, revoke_subject_op(db, role, subject))
+        return {"role": role, "subject": subject, "generation": current}
+
+    return _token_command(run)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

@@ -62,6 +62,21 @@ class HttpConfig(_Section, frozen=True):
     port: Port = 8080
 
 
+class ApiConfig(_Section, frozen=True):
+    """The shopper app, device and admin API (``/v1``)."""
+
+    shopper_token_days: Annotated[float, msgspec.Meta(gt=0, le=365)] = 30.0
+    device_token_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 365.0
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 5.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 30
+    register_per_min: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
+    notice_version: str = "2026-11"
+    max_sightings: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    phone_queue: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    visit_gap_min: Annotated[float, msgspec.Meta(gt=0, le=1440)] = 30.0
+    utc_offset_h: Annotated[float, msgspec.Meta(ge=-14, le=14)] = 0.0
+
+
 class BrokerConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -182,6 +197,7 @@ class Config(_Section, frozen=True):
     store_id: Ident = "store-1"
     data_dir: str = "./var"
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     hq: HqConfig = msgspec.field(default_factory=HqConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway.store import ConsentRecord, OfferRecord, ProfileRecord, Purpose
 
-__all__ = ["KioskDecision", "decide_for_kiosk"]
+__all__ = ["KioskDecision", "PhoneDecision", "decide_for_kiosk", "decide_for_phone"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,16 @@ def decide_for_kiosk(
         return _generic(now, offers, "kiosk display not granted")
     if profile is None:
         return _generic(now, offers, "no profile")
+    best = _best_for(now, profile, offers)
+    if best is None:
+        return _generic(now, offers, "no offer matches the shopper")
+    return KioskDecision(shopper_id, best, True, "highest-priority offer for the shopper")
+
+
+def _best_for(
+    now: float, profile: ProfileRecord, offers: Sequence[OfferRecord]
+) -> OfferRecord | None:
+    """The valid personal offer of highest priority whose segments meet the shopper's."""
     segments = set(profile.segments)
     best: OfferRecord | None = None
     for offer in offers:
@@ -61,9 +71,7 @@ def decide_for_kiosk(
             continue
         if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
             best = offer
-    if best is None:
-        return _generic(now, offers, "no offer matches the shopper")
-    return KioskDecision(shopper_id, best, True, "highest-priority offer for the shopper")
+    return best
 
 
 def _generic(now: float, offers: Sequence[OfferRecord], reason: str) -> KioskDecision:
@@ -74,3 +82,42 @@ def _generic(now: float, offers: Sequence[OfferRecord], reason: str) -> KioskDec
         if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
             best = offer
     return KioskDecision(None, best, False, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneDecision:
+    """What the shopper's phone may get now: an offer or nothing, with the first reason."""
+
+    offer: OfferRecord | None
+    personal: bool
+    reason: str
+
+
+def decide_for_phone(
+    now: float,
+    profile: ProfileRecord | None,
+    consent: ConsentRecord | None,
+    offers: Sequence[OfferRecord],
+    *,
+    quiet: bool = False,
+    capped: str = "",
+) -> PhoneDecision:
+    """The phone's rules, in order: "no marketing" overrides everything; without
+    ``phone_messages`` nothing is sent to the phone; quiet hours and the shopper's own caps
+    come next; without ``personalization`` only generic content; else the kiosk's ranking."""
+    if consent is not None and consent.no_marketing:
+        return PhoneDecision(None, False, "shopper objects to marketing")
+    if consent is None or not consent.allows(Purpose.PHONE_MESSAGES, now):
+        return PhoneDecision(None, False, "phone messages not granted")
+    if quiet:
+        return PhoneDecision(None, False, "the shopper's quiet hours")
+    if capped:
+        return PhoneDecision(None, False, capped)
+    if not consent.allows(Purpose.PERSONALIZATION, now):
+        return PhoneDecision(_generic(now, offers, "").offer, False, "personalization not granted")
+    if profile is None:
+        return PhoneDecision(_generic(now, offers, "").offer, False, "no profile")
+    best = _best_for(now, profile, offers)
+    if best is None:
+        return PhoneDecision(_generic(now, offers, "").offer, False, "no offer matches the shopper")
+    return PhoneDecision(best, True, "highest-priority offer for the shopper")

@@ -13,12 +13,14 @@ boundary catches a third-party type.
     ├── PayloadError           an untrusted input was rejected; carries a short ``reason``
     │   └── NodeMessageError   a scanner-node message failed validation
     ├── AuthError              credentials refused; carries a stable ``code`` and HTTP status
+    ├── ApiError               an API request refused for what it asks (code, HTTP status)
     └── RenderError            a template failed to render
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "AuthError",
     "ConfigError",
     "LinkDownError",
@@ -81,6 +83,21 @@ class AuthError(MomentsError):
         super().__init__(message)
         self.code = code
         self.status = status
+
+
+class ApiError(MomentsError):
+    """An API request refused for what it asks, not who asks: ``code`` is a stable label
+    (``not_found``, ``invalid_request``, ``consent_required``, ``conflict``, ``erased``,
+    ``rate_limited``, ``unavailable``), ``status`` the HTTP status, ``retry_after`` seconds
+    for a 429 or 503."""
+
+    def __init__(
+        self, code: str, message: str, *, status: int = 400, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
 
 
 class RenderError(MomentsError):

@@ -52,6 +52,15 @@ class Metrics:
             ["stream", "reason"],
             registry=r,
         )
+        self.consent_changes = Counter(
+            "moments_consent_changes", "Consent decisions recorded on this store", registry=r
+        )
+        self.api_requests = Counter(
+            "moments_api_requests",
+            "API requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

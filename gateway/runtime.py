@@ -33,6 +33,7 @@ from gateway.metrics import Metrics
 from gateway.mqtt import MqttLink, Will
 from gateway.render import Renderer
 from gateway.sensing import Sensing
+from gateway.shoppers import Shoppers
 from gateway.store import Database, Writer
 from gateway.store.backup import hold_lock
 from gateway.store.hlc import resume
@@ -70,6 +71,16 @@ class Gateway:
             on_event=self._on_presence,
         )
         self.events: EventRecorder | None = None  # needs the store's clock: made in running()
+        self.shoppers = Shoppers(
+            config=config,
+            db=self.db,
+            writer=self.writer,
+            clock=self.clock,
+            metrics=self.metrics,
+            kiosks=self.kiosks,
+            sensing=self.sensing,
+        )
+        self.shoppers.on_alert.append(self._publish_help)
         self.radio: BleakSource | None = None
         if config.radio.enabled:
             self.radio = BleakSource(
@@ -102,6 +113,7 @@ class Gateway:
             on_state=self._on_link_state,
         )
         self._alerts_prefix = f"{config.broker.topic_prefix}/{config.store_id}/alerts/beacons/"
+        self._help_prefix = f"{config.broker.topic_prefix}/{config.store_id}/staff/alerts/"
         # Beacon alerts not yet handed to the broker; the latest per beacon wins (they are states).
         self._pending_alerts: dict[str, BeaconAlert] = {}
         self.stopping = asyncio.Event()
@@ -120,13 +132,15 @@ class Gateway:
         self.db.open()
         try:
             self.writer.start()
+            hlc = resume(self.db, self.clock)  # one clock for every stamp this store issues
             self.events = EventRecorder(
                 db=self.db,
                 writer=self.writer,
                 store_id=self.config.store_id,
-                hlc=resume(self.db, self.clock),
+                hlc=hlc,
                 enabled=self.sync is not None,
             )
+            await self.shoppers.start(hlc)
             if self.sync is not None:
                 self.events.on_enqueued.append(self.sync.relay.wake)
             try:
@@ -198,8 +212,17 @@ class Gateway:
 
     def _on_presence(self, event: PresenceEvent) -> None:
         self.kiosks.on_presence(event)
+        self.shoppers.on_presence(event)
         if self.events is not None:
             self.events.presence(event)
+
+    def _publish_help(self, alert_id: str, payload: bytes) -> None:
+        """Staff devices follow ``{prefix}/{store}/staff/alerts/{id}`` (retained: a device that
+        connects late sees who waits; a withdrawn alert is replaced by its withdrawal)."""
+        try:
+            self.link.publish(self._help_prefix + alert_id, payload, qos=1, retain=True)
+        except LinkError as exc:
+            log.warning("staff alert not published", extra={"error": str(exc)})
 
     def _on_view(self, view: KioskView, shopper: str | None) -> None:
         if self.events is not None:

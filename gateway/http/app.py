@@ -19,7 +19,10 @@ from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import RenderError, StoreError
+from gateway.http.api import error_response
+from gateway.http.api import routes as api_routes
 from gateway.http.openapi import openapi_document
+from gateway.http.v1 import ENDPOINTS
 from gateway.metrics import CONTENT_TYPE
 from gateway.render import templates_dir
 from gateway.runtime import Gateway
@@ -121,7 +124,11 @@ async def openapi(request: Request) -> Response:
 
 async def not_found(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc, HTTPException) else "not found"
-    return JSONResponse({"error": "not_found", "detail": detail}, status_code=404)
+    return error_response("not_found", str(detail), 404)
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response("method_not_allowed", f"{request.method} is not allowed here", 405)
 
 
 def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
@@ -135,6 +142,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
             yield {"gateway": gateway}
 
     routes = [
+        *api_routes(ENDPOINTS),
         Route("/", index),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
@@ -144,4 +152,6 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
         Route("/kiosk/{kiosk_id}/events", kiosk_events),
         Mount("/static", StaticFiles(directory=str(templates_dir() / "static")), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed}
+    )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.http.api import openapi_paths
+from gateway.http.v1 import ENDPOINTS
+
 __all__ = ["openapi_document"]
 
 _KIOSK_ID = {
@@ -13,10 +16,32 @@ _KIOSK_ID = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
 }
 _HTML = {"text/html": {"schema": {"type": "string"}}}
-_NOT_FOUND = {"description": "No kiosk with that id", "content": {"application/json": {}}}
+_NOT_FOUND = {
+    "description": "No kiosk with that id",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
 
 
 def openapi_document(version: str) -> dict[str, Any]:
+    """The whole document: the pages and streams written out here, ``/v1`` from its table."""
+    v1_paths, schemas = openapi_paths(ENDPOINTS)
+    document = _pages(version)
+    document["paths"].update(v1_paths)
+    document["components"] = {
+        "schemas": schemas,
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A shopper app, kiosk, staff or admin token (`mt1.` tokens "
+                "issued by this gateway); each operation's x-roles says which roles may call it.",
+            }
+        },
+    }
+    return document
+
+
+def _pages(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Moments gateway", "version": version},

@@ -14,12 +14,15 @@ import msgspec
 
 from gateway.errors import StoreError
 from gateway.store.records import (
+    ConsentEntry,
     ConsentRecord,
+    DecisionRecord,
     EidKeyRecord,
     HqKeyRecord,
     IdentityRecord,
     IrkRecord,
     OfferRecord,
+    PreferencesRecord,
     ProfileRecord,
     SyncState,
     TemplateRecord,
@@ -39,6 +42,9 @@ Record = (
     | HqKeyRecord
     | Tombstone
     | SyncState
+    | ConsentEntry
+    | PreferencesRecord
+    | DecisionRecord
 )
 R = TypeVar(
     "R",
@@ -52,6 +58,9 @@ R = TypeVar(
     HqKeyRecord,
     Tombstone,
     SyncState,
+    ConsentEntry,
+    PreferencesRecord,
+    DecisionRecord,
 )
 
 CURRENT_VERSION: Final = 1

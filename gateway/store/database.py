@@ -41,6 +41,7 @@ any other; the identity resolvers reload when it moves.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -50,12 +51,15 @@ import lmdb
 from gateway.errors import StoreError
 from gateway.store import codec
 from gateway.store.records import (
+    ConsentEntry,
     ConsentRecord,
+    DecisionRecord,
     EidKeyRecord,
     HqKeyRecord,
     IdentityRecord,
     IrkRecord,
     OfferRecord,
+    PreferencesRecord,
     ProfileRecord,
     SyncState,
     TemplateRecord,
@@ -66,6 +70,8 @@ __all__ = [
     "DATABASES",
     "HQ_CONFIG_KEY",
     "Database",
+    "decision_key",
+    "ledger_key",
     "shopper_keys",
     "shopper_of",
     "table_and_key",
@@ -107,10 +113,14 @@ _TABLE_OF: Final[dict[type[Any], str]] = {
     HqKeyRecord: "keyring",
     Tombstone: "tombstones",
     SyncState: "sync",
+    ConsentEntry: "consent_ledger",
+    PreferencesRecord: "preferences",
+    DecisionRecord: "decisions",
 }
 _SCHEMA_KEY: Final = b"schema_version"
 _IDENTITY_GENERATION: Final = b"identity_generation"
 _IDENTITY_KINDS: Final = (ConsentRecord, IdentityRecord, EidKeyRecord, IrkRecord)
+_HLC: Final = struct.Struct(">Q")
 HQ_CONFIG_KEY: Final = b"hq_config"
 """``meta`` key of the body of the last applied message of HQ's ``config`` stream (JSON)."""
 
@@ -118,7 +128,7 @@ HQ_CONFIG_KEY: Final = b"hq_config"
 def table_and_key(record: codec.Record) -> tuple[str, bytes]:
     """Where a record lives: its database and its key."""
     match record:
-        case ProfileRecord() | ConsentRecord():
+        case ProfileRecord() | ConsentRecord() | PreferencesRecord():
             key = record.shopper_id
         case OfferRecord():
             key = record.offer_id
@@ -136,12 +146,27 @@ def table_and_key(record: codec.Record) -> tuple[str, bytes]:
             return "tombstones", tombstone_key(record.kind, record.id)
         case SyncState():
             key = record.stream
+        case ConsentEntry():
+            return "consent_ledger", ledger_key(record.shopper_id, record.hlc, record.purpose)
+        case DecisionRecord():
+            return "decisions", decision_key(record.shopper_id, record.hlc)
     return _TABLE_OF[type(record)], key.encode()
 
 
 def tombstone_key(kind: str, id_: str) -> bytes:
     """The ``tombstones`` key of an erasure: ``kind/id``."""
     return f"{kind}/{id_}".encode()
+
+
+def ledger_key(shopper_id: str, hlc: int, purpose: str) -> bytes:
+    """The ``consent_ledger`` key of a decision: ``shopper \\x00 hlc (8 bytes BE) \\x00
+    purpose``, so a shopper's entries are one prefix and come out in clock order."""
+    return b"%s\x00%s\x00%s" % (shopper_id.encode(), _HLC.pack(hlc), purpose.encode())
+
+
+def decision_key(shopper_id: str, hlc: int) -> bytes:
+    """The ``decisions`` key of a decision record: ``shopper \\x00 hlc (8 bytes BE)``."""
+    return b"%s\x00%s" % (shopper_id.encode(), _HLC.pack(hlc))
 
 
 def shopper_keys(shopper_id: str) -> tuple[tuple[str, bytes], ...]:
@@ -157,7 +182,16 @@ def shopper_keys(shopper_id: str) -> tuple[tuple[str, bytes], ...]:
 def shopper_of(record: codec.Record) -> str | None:
     """The shopper whose personal data ``record`` is, or None: what a tombstone blocks."""
     match record:
-        case ProfileRecord() | ConsentRecord() | IdentityRecord() | EidKeyRecord() | IrkRecord():
+        case (
+            ProfileRecord()
+            | ConsentRecord()
+            | IdentityRecord()
+            | EidKeyRecord()
+            | IrkRecord()
+            | ConsentEntry()
+            | PreferencesRecord()
+            | DecisionRecord()
+        ):
             return record.shopper_id
         case _:
             return None

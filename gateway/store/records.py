@@ -8,17 +8,20 @@ so that a prefix scan finds related records.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 __all__ = [
+    "ConsentEntry",
     "ConsentRecord",
+    "DecisionRecord",
     "EidKeyRecord",
     "HqKeyRecord",
     "IdentityRecord",
     "IrkRecord",
     "OfferRecord",
+    "PreferencesRecord",
     "ProfileRecord",
     "Purpose",
     "PurposeState",
@@ -180,3 +183,63 @@ class SyncState(_Record, tag="sync_state", frozen=True, kw_only=True):
     snapshot_staged: int = 0
     done_snapshot: str = ""
     done_seq: int = 0
+
+
+class ConsentEntry(_Record, tag="consent_entry", frozen=True, kw_only=True):
+    """One consent decision as it reached this store: an entry of the append-only
+    ``consent_ledger`` (the proof of consent; ``gateway.consents`` has the rules). The fields
+    of :class:`PurposeState` plus whose and which purpose; ``channel`` is where the decision
+    was made on this store (``app``, ``kiosk``, ``staff``) or ``hq`` for one that arrived
+    through HQ's consents stream."""
+
+    shopper_id: str
+    purpose: str
+    granted: bool
+    hlc: int
+    at: float
+    notice_version: str = ""
+    channel: Literal["app", "kiosk", "hq", "staff"]
+    expires_at: float | None = None
+
+    def state(self) -> PurposeState:
+        """The decision as a purpose state (what the consent record holds)."""
+        return PurposeState(
+            granted=self.granted,
+            at=self.at,
+            notice_version=self.notice_version,
+            channel=self.channel,
+            expires_at=self.expires_at,
+            hlc=self.hlc,
+        )
+
+
+class PreferencesRecord(_Record, tag="preferences", frozen=True, kw_only=True):
+    """How often, and when, a shopper wants to hear from the store. ``None`` leaves a cap to
+    the store's defaults; ``quiet_hours`` is ``(start, end)`` in local hours, ``start``
+    included and ``end`` excluded, wrapping midnight when ``end < start``."""
+
+    shopper_id: str
+    max_per_visit: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+    max_per_day: Annotated[int, msgspec.Meta(ge=0, le=200)] | None = None
+    quiet_hours: (
+        tuple[Annotated[int, msgspec.Meta(ge=0, le=23)], Annotated[int, msgspec.Meta(ge=0, le=23)]]
+        | None
+    ) = None
+    locale: str = "en"
+
+
+class DecisionRecord(_Record, tag="decision", frozen=True, kw_only=True):
+    """One decision about a shopper, kept so they can ask "why am I seeing this":
+    the offer chosen (``None``: generic content), why, and for each offer left out the first
+    rule that rejected it; ``inputs`` are the facts the decision read (no key material)."""
+
+    decision_id: str
+    shopper_id: str
+    at: float
+    hlc: int
+    channel: Literal["kiosk", "phone"]
+    kiosk_id: str | None = None
+    offer_id: str | None = None
+    reason: str = ""
+    rejected: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    inputs: dict[str, Any] = msgspec.field(default_factory=dict)

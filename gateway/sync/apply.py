@@ -59,8 +59,10 @@ What each stream writes:
 ``offers``      ``OfferRecord`` put/delete in ``offers`` (HQ's replaces the store's)
 ``templates``   ``TemplateRecord`` put/delete in ``templates`` (same)
 ``profiles``    ``ProfileRecord`` merged with :func:`~gateway.sync.merge.merge_profile`
-``consents``    ``ConsentRecord`` merged with :func:`~gateway.sync.merge.merge_consent`;
-                an erased one erases the shopper and keeps a tombstone
+``consents``    ``ConsentRecord`` merged with :func:`~gateway.sync.merge.merge_consent`,
+                each purpose it changed appended to the consent ledger (channel ``hq``);
+                an erased one erases the shopper (``gateway.consents.forget_in`` too)
+                and keeps a tombstone
 ``keys``        ``HqKeyRecord`` in ``keyring``; delete revokes; a revoked key stays
                 revoked; a keys snapshot revokes the known keys it leaves out
 ``config``      the body, as JSON, in ``meta/hq_config``
@@ -81,6 +83,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from gateway.clock import Clock, SystemClock
+from gateway.consents import forget_in, ledger_hq_in
 from gateway.store import codec
 from gateway.store.database import (
     HQ_CONFIG_KEY,
@@ -409,8 +412,11 @@ class ApplyOp:
                 merged = merge_consent(consent, record)
                 if merged.erased:
                     w.erase(record.shopper_id, _erasure_hlc(record, self._issued_at), self._now)
+                    forget_in(w.txn, self._db, record.shopper_id)
                     return
                 w.put(merged)
+                # HQ's decisions that changed the store's state join the consent ledger.
+                ledger_hq_in(w.txn, self._db, None if raw is None else consent, merged)
                 self._db.bump_identity_generation(w.txn)
             case HqKeyRecord():
                 raw = w.get("keyring", record.key_id.encode())

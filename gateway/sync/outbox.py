@@ -48,6 +48,7 @@ __all__ = [
     "pending",
     "remove_op",
     "remove_ranges_op",
+    "remove_where_in",
 ]
 
 PROTECTED_TYPES: Final = frozenset({"consent", "erasure"})
@@ -149,6 +150,26 @@ def remove_op(db: Database, *seqs: int) -> Callable[[Any], int]:
         return removed
 
     return remove
+
+
+def remove_where_in(txn: Any, db: Database, predicate: Callable[[PendingEvent], bool]) -> int:
+    """Delete, inside ``txn`` (the caller's transaction), every entry for which ``predicate``
+    is true, whatever its type, and keep ``sync/outbox_bytes`` right; returns how many went.
+    For an erasure, which must take a shopper's queued events with it; walks the whole
+    outbox."""
+    outbox, sync = db.handle("outbox"), db.handle("sync")
+    doomed: list[bytes] = []
+    freed = 0
+    with txn.cursor(db=outbox) as cursor:
+        for key, value in cursor:
+            if predicate(_entry(bytes(key), bytes(value))):
+                doomed.append(bytes(key))
+                freed += len(key) + len(value)
+    for key in doomed:
+        txn.delete(key, db=outbox)
+    if freed:
+        _add_bytes(txn, sync, -freed)
+    return len(doomed)
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -1,0 +1,621 @@
+"""The shopper in control, at run time: what the ``/v1`` API does, and the effects of every
+consent change on what is running.
+
+Owned by the :class:`~gateway.runtime.Gateway` and called from the event loop (HTTP handlers
+and presence events). Every change is one write operation through the store's single writer
+(ledger, state, outbox event together), and its effects on live state happen after the commit
+and before the caller answers, so a withdrawal is in force for the very next request:
+
+=====================  ==============================================================
+withdrawn              effect, before the HTTP answer
+=====================  ==============================================================
+``presence``           out of the EID/IRK resolver tables and every zone; kiosks clear
+``personalization``,   every kiosk re-decides from the store (generic content for them)
+``kiosk_display``
+``phone_messages``,    queued phone messages cancelled
+``personalization``
+``staff_assist``       their open staff alerts withdrawn
+"no marketing"         all of the above that show or send anything
+erasure                all of the above; tokens of the shopper stop working
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from beacons.eid import derive_identity_key, generate_resolver_keypair
+from beacons.errors import IdentityError
+from beacons.frames import EddystoneUID, Frame, IBeacon
+from beacons.presence import NearKiosk, PresenceEvent, ZoneEntered
+from gateway.config import Config
+from gateway.consents import (
+    ConsentChange,
+    RefusedChange,
+    bump_counter_in,
+    change_consents_op,
+    counter,
+    decisions,
+    in_quiet_hours,
+    preferences,
+    record_decision_in,
+    refusal,
+    set_preferences_op,
+)
+from gateway.engine import PhoneDecision, decide_for_phone
+from gateway.erasure import ErasureReport, erase_shopper_op, export
+from gateway.errors import ApiError, AuthError, StoreError
+from gateway.kiosk import KioskDirector
+from gateway.metrics import Metrics
+from gateway.phone import PhoneQueue
+from gateway.ratelimit import RateLimiter
+from gateway.sensing import Sensing
+from gateway.store import (
+    ConsentRecord,
+    Database,
+    EidKeyRecord,
+    IrkRecord,
+    ProfileRecord,
+    Purpose,
+    Writer,
+)
+from gateway.store.hlc import HybridClock
+from gateway.store.records import DecisionRecord, PreferencesRecord
+from gateway.tokens import (
+    Claims,
+    Role,
+    Tokens,
+    generation,
+    revoke_op,
+    revoke_subject_op,
+    secret_op,
+)
+
+__all__ = ["Card", "Help", "Shoppers"]
+
+log = logging.getLogger(__name__)
+
+_RESOLVER_KEY: Final = b"eid_resolver_private"
+_LINK_PREFIX: Final = b"link:"
+_SHOWING: Final = (Purpose.PRESENCE, Purpose.PERSONALIZATION, Purpose.KIOSK_DISPLAY)
+_SENDING: Final = (Purpose.PHONE_MESSAGES, Purpose.PERSONALIZATION)
+_DAY_CAP_DEFAULT: Final = 3
+_VISIT_CAP_DEFAULT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """An offer for the phone, with the decision that chose it."""
+
+    offer_id: str
+    title: str
+    body: str
+    price: float | None
+    regular_price: float | None
+    currency: str
+    personal: bool
+    decision_id: str
+
+
+@dataclass(slots=True)
+class Help:
+    """A shopper asked for help (staff_assist granted); withdrawn when they withdraw it."""
+
+    alert_id: str
+    shopper_id: str
+    name: str
+    zone: str | None
+    since: float
+
+
+class Shoppers:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        db: Database,
+        writer: Writer,
+        clock: Any,
+        metrics: Metrics,
+        kiosks: KioskDirector,
+        sensing: Sensing,
+    ) -> None:
+        api = config.api
+        self._config = config
+        self._db = db
+        self._writer = writer
+        self._clock = clock
+        self._metrics = metrics
+        self._kiosks = kiosks
+        self._sensing = sensing
+        self._store = config.store_id
+        self.hlc: HybridClock | None = None
+        self._tokens: Tokens | None = None
+        self._resolver: tuple[bytes, bytes] | None = None  # X25519 private, public
+        self.phone: PhoneQueue[Card] = PhoneQueue(per_shopper=api.phone_queue)
+        self.help: dict[str, Help] = {}
+        self._device_limit = RateLimiter(api.rate_per_s, api.burst)
+        self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
+        self._visits: dict[str, tuple[float, float]] = {}  # shopper -> (visit start, last seen)
+        self.on_alert: list[Callable[[str, bytes], None]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    # ----- lifecycle -----
+
+    async def start(self, hlc: HybridClock) -> None:
+        """Load (creating once) the token secret and the EID resolver key pair."""
+        self.hlc = hlc
+        self._tokens = Tokens(await self._writer.write(secret_op(self._db)))
+        private: bytes = await self._writer.write(_resolver_key_op(self._db))
+        public = X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+        self._resolver = (private, public)
+
+    @property
+    def tokens(self) -> Tokens:
+        if self._tokens is None:
+            raise ApiError("unavailable", "the gateway is starting", status=503, retry_after=1)
+        return self._tokens
+
+    def limiter_for(self, who: tuple[Role, ...]) -> RateLimiter:
+        return self._device_limit if who else self._public_limit
+
+    def _stamp(self) -> int:
+        if self.hlc is None:
+            raise ApiError("unavailable", "the gateway is starting", status=503, retry_after=1)
+        return self.hlc.now()
+
+    # ----- registration and tokens -----
+
+    async def register(
+        self,
+        *,
+        first_name: str,
+        nickname: str,
+        locale: str,
+        consents: Mapping[Any, bool],
+        notice_version: str,
+        link_code: str | None,
+    ) -> tuple[str, str, Claims, ConsentRecord]:
+        now = self._clock.now()
+        if link_code is not None:
+            shopper_id = await self._writer.write(_take_link_op(self._db, link_code, now))
+            if shopper_id is None:
+                raise ApiError("invalid_link_code", "unknown or expired link code", status=422)
+        else:
+            shopper_id = f"app-{secrets.token_hex(8)}"
+            profile = ProfileRecord(
+                shopper_id=shopper_id, first_name=first_name, nickname=nickname, locale=locale
+            )
+            await self._writer.write(self._db.put_op([profile]))
+        record = await self.change_consents(
+            shopper_id,
+            {purpose: (granted, None) for purpose, granted in consents.items()},
+            no_marketing=None,
+            notice_version=notice_version,
+        )
+        token, claims = await self.issue("shopper", shopper_id)
+        log.info("shopper registered", extra={"linked": link_code is not None})
+        return shopper_id, token, claims, record
+
+    async def issue(
+        self, role: Role, subject: str, ttl_days: float | None = None
+    ) -> tuple[str, Claims]:
+        api = self._config.api
+        days = ttl_days or (api.shopper_token_days if role == "shopper" else api.device_token_days)
+        return self.tokens.issue(
+            role,
+            subject,
+            now=self._clock.now(),
+            ttl_s=days * 86_400.0,
+            generation=generation(self._db, role, subject),
+        )
+
+    async def refresh(self, claims: Claims) -> tuple[str, Claims]:
+        token, fresh = await self.issue(claims.role, claims.subject)
+        await self._writer.write(revoke_op(self._db, claims))
+        return token, fresh
+
+    async def revoke(self, claims: Claims) -> None:
+        await self._writer.write(revoke_op(self._db, claims))
+
+    async def revoke_subject(self, role: Role, subject: str) -> int:
+        generation: int = await self._writer.write(revoke_subject_op(self._db, role, subject))
+        return generation
+
+    async def link_code(self, shopper_id: str, ttl_s: float) -> tuple[str, float]:
+        if self._db.profile(shopper_id) is None:
+            raise ApiError("not_found", f"no profile {shopper_id!r} on this store", status=404)
+        code = secrets.token_urlsafe(12).replace("-", "a").replace("_", "b")
+        expires_at = self._clock.now() + ttl_s
+        await self._writer.write(_put_link_op(self._db, code, shopper_id, expires_at))
+        return code, expires_at
+
+    # ----- consents and preferences -----
+
+    def consent(self, shopper_id: str) -> ConsentRecord:
+        return self._db.consent(shopper_id) or ConsentRecord(shopper_id=shopper_id)
+
+    async def change_consents(
+        self,
+        shopper_id: str,
+        purposes: Mapping[str, tuple[bool, float | None]],
+        *,
+        no_marketing: bool | None,
+        notice_version: str,
+        channel: str = "app",
+    ) -> ConsentRecord:
+        now = self._clock.now()
+        before = self.consent(shopper_id)
+        changes = [
+            ConsentChange(
+                purpose=purpose,
+                granted=granted,
+                notice_version=notice_version or self._config.api.notice_version,
+                channel=channel,
+                expires_at=expires_at,
+            )
+            for purpose, (granted, expires_at) in purposes.items()
+        ]
+        if not changes and no_marketing is None:
+            return before
+        try:
+            after: ConsentRecord = await self._writer.write(
+                change_consents_op(
+                    self._db,
+                    self._store,
+                    shopper_id,
+                    changes,
+                    hlc=self._stamp(),
+                    now=now,
+                    no_marketing=no_marketing,
+                )
+            )
+        except (RefusedChange, StoreError) as exc:
+            raise _refused(exc) from exc
+        self._metrics.consent_changes.inc(len(changes) + (no_marketing is not None))
+        self.enforce(shopper_id, before, after, now)
+        return after
+
+    def enforce(
+        self, shopper_id: str, before: ConsentRecord, after: ConsentRecord, now: float
+    ) -> None:
+        """Put a consent change into force on everything running (see the module's table)."""
+
+        def lost(*purposes: Purpose) -> bool:
+            return any(before.allows(p, now) and not after.allows(p, now) for p in purposes) or (
+                after.no_marketing and not before.no_marketing
+            )
+
+        if not after.allows(Purpose.PRESENCE, now):
+            self._sensing.forget(shopper_id)
+            self._kiosks.forget(shopper_id)
+        if lost(*_SHOWING) or after.no_marketing:
+            self._kiosks.refresh_all()
+        if lost(*_SENDING) or not after.allows(Purpose.PHONE_MESSAGES, now):
+            self.phone.cancel(shopper_id)
+        if not after.allows(Purpose.STAFF_ASSIST, now):
+            self._withdraw_help(shopper_id)
+
+    def preferences(self, shopper_id: str) -> PreferencesRecord:
+        return preferences(self._db, shopper_id) or PreferencesRecord(shopper_id=shopper_id)
+
+    async def set_preferences(self, record: PreferencesRecord) -> PreferencesRecord:
+        try:
+            await self._writer.write(set_preferences_op(self._db, record))
+        except (RefusedChange, StoreError) as exc:
+            raise _refused(exc) from exc
+        return record
+
+    # ----- data, erasure -----
+
+    def export(self, shopper_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = export(self._db, shopper_id)
+        data["waiting_phone_messages"] = len(self.phone.peek(shopper_id))
+        data["open_help_requests"] = [
+            h.alert_id for h in self.help.values() if h.shopper_id == shopper_id
+        ]
+        return data
+
+    async def erase(self, shopper_id: str) -> tuple[ErasureReport, float]:
+        now = self._clock.now()
+        report: ErasureReport = await self._writer.write(
+            erase_shopper_op(self._db, self._store, shopper_id, hlc=self._stamp(), now=now)
+        )
+        self._sensing.forget(shopper_id)
+        self._kiosks.forget(shopper_id)
+        self._kiosks.refresh_all()
+        self.phone.cancel(shopper_id)
+        self._withdraw_help(shopper_id)
+        self._visits.pop(shopper_id, None)
+        log.info("shopper erased", extra={"removed": sum(report.removed.values())})
+        return report, now
+
+    # ----- offers for the phone, and why -----
+
+    async def phone_offers(self, shopper_id: str) -> tuple[list[Card], str]:
+        """What the phone may show now (the app asked): one decision, recorded."""
+        decision = self._decide_phone(shopper_id, self._clock.now(), count_caps=False)
+        if decision.offer is None:
+            return [], decision.reason
+        card = await self._record(shopper_id, decision, channel="phone", bump=False)
+        return [card], decision.reason
+
+    def why(self, shopper_id: str, offer_id: str) -> DecisionRecord:
+        for record in decisions(self._db, shopper_id, limit=200):
+            if record.offer_id == offer_id:
+                return record
+        raise ApiError("not_found", f"no decision showed you offer {offer_id!r}", status=404)
+
+    def messages(self, shopper_id: str) -> list[Card]:
+        consent = self.consent(shopper_id)
+        now = self._clock.now()
+        if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, now):
+            self.phone.cancel(shopper_id)  # belt and braces: nothing leaves without consent
+            return []
+        return self.phone.take(shopper_id)
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        """An entry or an approach may queue one offer for the phone, within the caps."""
+        if not isinstance(event, ZoneEntered | NearKiosk):
+            return
+        shopper_id = event.subject
+        start, last = self._visits.get(shopper_id, (event.t, event.t))
+        if event.t - last > self._config.api.visit_gap_min * 60.0:
+            start = event.t
+        self._visits[shopper_id] = (start, event.t)
+        try:
+            decision = self._decide_phone(shopper_id, event.t, count_caps=True)
+        except StoreError as exc:
+            log.warning("phone decision failed", extra={"error": str(exc)})
+            return
+        if decision.offer is None:
+            return
+        future = asyncio.ensure_future(
+            self._record(shopper_id, decision, channel="phone", bump=True)
+        )
+        self._pending.add(future)
+        future.add_done_callback(partial(self._queued, shopper_id))
+
+    def _queued(self, shopper_id: str, future: asyncio.Future[Card]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.warning("phone message not queued", extra={"error": str(exc)})
+            return
+        # Consent may have changed while the decision was written: checked again.
+        consent = self.consent(shopper_id)
+        if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, self._clock.now()):
+            return
+        self.phone.push(shopper_id, future.result())
+
+    def _decide_phone(self, shopper_id: str, now: float, *, count_caps: bool) -> PhoneDecision:
+        consent = self._db.consent(shopper_id)
+        profile = self._db.profile(shopper_id)
+        prefs = self.preferences(shopper_id)
+        local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
+            hours=self._config.api.utc_offset_h
+        )
+        quiet = in_quiet_hours(prefs, local.hour)
+        capped = ""
+        if count_caps:
+            day = f"day:{local.date().isoformat()}"
+            visit = f"visit:{int(self._visits.get(shopper_id, (now, now))[0])}"
+            max_day = _DAY_CAP_DEFAULT if prefs.max_per_day is None else prefs.max_per_day
+            max_visit = _VISIT_CAP_DEFAULT if prefs.max_per_visit is None else prefs.max_per_visit
+            if counter(self._db, shopper_id, "phone", day) >= max_day:
+                capped = "the shopper's daily limit is reached"
+            elif counter(self._db, shopper_id, "phone", visit) >= max_visit:
+                capped = "the shopper's limit for this visit is reached"
+        return decide_for_phone(
+            now, profile, consent, self._db.offers(), quiet=quiet, capped=capped
+        )
+
+    async def _record(
+        self, shopper_id: str, decision: PhoneDecision, *, channel: str, bump: bool
+    ) -> Card:
+        assert decision.offer is not None
+        now = self._clock.now()
+        decision_id = secrets.token_hex(8)
+        record = DecisionRecord(
+            decision_id=decision_id,
+            shopper_id=shopper_id,
+            at=now,
+            hlc=self._stamp(),
+            channel="phone",
+            offer_id=decision.offer.offer_id,
+            reason=decision.reason,
+            inputs={"personal": decision.personal},
+        )
+        local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
+            hours=self._config.api.utc_offset_h
+        )
+        visit = f"visit:{int(self._visits.get(shopper_id, (now, now))[0])}"
+        windows = (f"day:{local.date().isoformat()}", visit) if bump else ()
+
+        def write(txn: Any) -> None:
+            record_decision_in(txn, self._db, record)
+            for window in windows:
+                bump_counter_in(txn, self._db, shopper_id, "phone", window)
+
+        await self._writer.write(write)
+        offer = decision.offer
+        return Card(
+            offer_id=offer.offer_id,
+            title=offer.title,
+            body=offer.body,
+            price=offer.price,
+            regular_price=offer.regular_price,
+            currency=offer.currency,
+            personal=decision.personal,
+            decision_id=decision_id,
+        )
+
+    # ----- app sightings, keys -----
+
+    def sightings(self, shopper_id: str, sightings: Iterable[Any]) -> tuple[int, dict[str, int]]:
+        now = self._clock.now()
+        placed = 0
+        dropped: dict[str, int] = {}
+        for s in sightings:
+            frame = _frame_of(s)
+            if frame is None:
+                dropped["incomplete_beacon"] = dropped.get("incomplete_beacon", 0) + 1
+                continue
+            at = s.at if s.at is not None else now
+            if at > now + 5 or at < now - 300:
+                dropped["stale_or_future"] = dropped.get("stale_or_future", 0) + 1
+                continue
+            outcome = self._sensing.app_sighting(shopper_id, frame, s.rssi, at)
+            if outcome == "placed":
+                placed += 1
+            else:
+                dropped[outcome] = dropped.get(outcome, 0) + 1
+        return placed, dropped
+
+    async def register_eid(
+        self, shopper_id: str, beacon_public: bytes, exponent: int, beacon_time: int
+    ) -> bytes:
+        assert self._resolver is not None
+        private, public = self._resolver
+        try:
+            identity_key = derive_identity_key(private, beacon_public, public)
+        except IdentityError as exc:
+            raise ApiError("invalid_key", str(exc), status=422) from exc
+        record = EidKeyRecord(
+            shopper_id=shopper_id,
+            identity_key=identity_key,
+            exponent=exponent,
+            epoch_offset=self._clock.now() - beacon_time,
+        )
+        await self._put_identity(record)
+        return public
+
+    async def register_irk(self, shopper_id: str, irk: bytes) -> None:
+        await self._put_identity(IrkRecord(shopper_id=shopper_id, irk=irk))
+
+    async def _put_identity(self, record: EidKeyRecord | IrkRecord) -> None:
+        written = await self._writer.write(self._db.put_op([record]))
+        if not written:
+            raise AuthError("token_revoked", "this shopper was erased")
+        self._sensing.identities.maintain(self._clock.now())
+
+    # ----- help -----
+
+    def ask_help(self, shopper_id: str) -> Help:
+        now = self._clock.now()
+        consent = self.consent(shopper_id)
+        if not consent.allows(Purpose.STAFF_ASSIST, now):
+            raise ApiError(
+                "consent_required",
+                "staff can only be alerted with your staff_assist consent",
+                status=403,
+            )
+        profile = self._db.profile(shopper_id)
+        name = (profile.nickname or profile.first_name) if profile is not None else ""
+        existing = next((h for h in self.help.values() if h.shopper_id == shopper_id), None)
+        if existing is not None:
+            existing.zone = self._sensing.zone_of(shopper_id)
+            return existing
+        alert = Help(
+            alert_id=secrets.token_hex(6),
+            shopper_id=shopper_id,
+            name=name or "A shopper",
+            zone=self._sensing.zone_of(shopper_id),
+            since=now,
+        )
+        self.help[alert.alert_id] = alert
+        self._publish_help(alert, "open")
+        return alert
+
+    def _withdraw_help(self, shopper_id: str) -> None:
+        for alert_id in [a for a, h in self.help.items() if h.shopper_id == shopper_id]:
+            self._publish_help(self.help.pop(alert_id), "withdrawn")
+
+    def _publish_help(self, alert: Help, state: str) -> None:
+        payload = msgspec.json.encode(
+            {
+                "v": 1,
+                "alert_id": alert.alert_id,
+                "state": state,
+                "name": alert.name,
+                "zone": alert.zone,
+                "since": alert.since,
+            }
+        )
+        for publish in self.on_alert:
+            publish(alert.alert_id, payload)
+
+
+def _refused(exc: Exception) -> Exception:
+    """The API's error for a refused change; a store failure stays what it is."""
+    refused = refusal(exc)
+    if refused is None:
+        return exc
+    if refused.reason == "shopper_erased":
+        return AuthError("token_revoked", "this shopper was erased")
+    return ApiError(refused.reason, str(refused), status=422)
+
+
+def _frame_of(s: Any) -> Frame | None:
+    if s.uuid is not None and s.major is not None and s.minor is not None:
+        return IBeacon(uuid=s.uuid.lower(), major=s.major, minor=s.minor, tx_power=-59)
+    if s.namespace is not None and s.instance is not None:
+        return EddystoneUID(
+            namespace=s.namespace.lower(), instance=s.instance.lower(), tx_power=-20
+        )
+    return None
+
+
+def _link_key(code: str) -> bytes:
+    return _LINK_PREFIX + hashlib.sha256(code.encode()).digest()
+
+
+def _put_link_op(
+    db: Database, code: str, shopper_id: str, expires_at: float
+) -> Callable[[Any], None]:
+    value = msgspec.json.encode({"shopper_id": shopper_id, "expires_at": expires_at})
+
+    def put(txn: Any) -> None:
+        txn.put(_link_key(code), value, db=db.handle("tokens"))
+
+    return put
+
+
+def _take_link_op(db: Database, code: str, now: float) -> Callable[[Any], str | None]:
+    """One use: the code is deleted whether or not it has expired."""
+
+    def take(txn: Any) -> str | None:
+        raw = txn.pop(_link_key(code), db=db.handle("tokens"))
+        if raw is None:
+            return None
+        entry = msgspec.json.decode(raw)
+        if entry["expires_at"] <= now or db.erased_in(txn, entry["shopper_id"]):
+            return None
+        return str(entry["shopper_id"])
+
+    return take
+
+
+def _resolver_key_op(db: Database) -> Callable[[Any], bytes]:
+    def get(txn: Any) -> bytes:
+        meta = db.handle("meta")
+        raw = txn.get(_RESOLVER_KEY, db=meta)
+        if raw is None:
+            raw = generate_resolver_keypair().private
+            txn.put(_RESOLVER_KEY, raw, db=meta)
+        return bytes(raw)
+
+    return get

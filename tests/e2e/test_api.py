@@ -1,0 +1,308 @@
+"""The shopper app API against the real app on a real socket, a real LMDB and a real broker:
+opt-in, tokens, consents in force before the answer, the phone, why, export and erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from beacons.eid import beacon_identity_key, eid_for_time, generate_resolver_keypair
+from firmware_sim.scenario import demo_records
+from gateway.config import Config
+from gateway.http.v1 import ENDPOINTS
+from gateway.tokens import Tokens
+from tests.support.peers import Served, serve
+
+pytestmark = pytest.mark.mqtt
+
+APP_UUID = "2f234454-cf6d-4a0f-adf2-f4911ba9ffa6"
+EVERYTHING = {
+    "presence": True,
+    "personalization": True,
+    "kiosk_display": True,
+    "phone_messages": True,
+    "staff_assist": True,
+    "analytics": True,
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def admin_token(served: Served) -> str:
+    token, _claims = await served.gateway.shoppers.issue("admin", "ops")
+    return token
+
+
+async def linked_alice(served: Served, consents: dict[str, bool]) -> tuple[str, str]:
+    """Alice's HQ profile (coffee-lover) linked to her app with a desk code."""
+    gateway = served.gateway
+    await gateway.writer.write(gateway.db.put_op(demo_records(time.time())))
+    admin = await admin_token(served)
+    code = await served.client.post(
+        "/v1/admin/link-codes", json={"shopper_id": "shopper-alice"}, headers=bearer(admin)
+    )
+    assert code.status_code == 201, code.text
+    answer = await served.client.post(
+        "/v1/register",
+        json={"link_code": code.json()["code"], "consents": consents, "notice_version": "n1"},
+    )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["shopper_id"] == "shopper-alice"
+    # The code is for one use only.
+    again = await served.client.post("/v1/register", json={"link_code": code.json()["code"]})
+    assert again.status_code == 422 and again.json()["error"] == "invalid_link_code"
+    return body["shopper_id"], body["token"]
+
+
+async def at_the_coffee_kiosk(served: Served, token: str) -> dict[str, Any]:
+    """The app ranges the coffee aisle's beacon, strongly, for a few seconds."""
+    now = time.time()
+    sightings = [
+        {"uuid": APP_UUID, "major": 1, "minor": 2, "rssi": -50, "at": now - 3 + k * 0.5}
+        for k in range(7)
+    ]
+    answer = await served.client.post(
+        "/v1/me/sightings", json={"sightings": sightings}, headers=bearer(token)
+    )
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+async def until(check: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_register_denies_everything_by_default(make_config: Any, broker: Any) -> None:
+    async with serve(make_config(broker.port)) as served:
+        answer = await served.client.post("/v1/register", json={"first_name": "Dana"})
+        assert answer.status_code == 201
+        body = answer.json()
+        assert body["consents"]["purposes"] == {} and body["consents"]["no_marketing"] is False
+        token = body["token"]
+        mine = await served.client.get("/v1/me/consents", headers=bearer(token))
+        assert mine.json() == body["consents"]
+        offers = await served.client.get("/v1/me/offers", headers=bearer(token))
+        assert offers.json() == {"offers": [], "reason": "phone messages not granted"}
+        # Without presence, the app's sightings are counted and dropped, never placed.
+        placed = await at_the_coffee_kiosk(served, token)
+        assert placed == {"placed": 0, "dropped": {"no_consent": 7}}
+        assert served.gateway.sensing.zone_of(body["shopper_id"]) is None
+        # Asking for help without staff_assist is refused, with a reason.
+        help_ = await served.client.post("/v1/me/help", headers=bearer(token))
+        assert help_.status_code == 403 and help_.json()["error"] == "consent_required"
+
+
+async def test_tokens_forged_expired_revoked_and_wrong_role_are_refused(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        client = served.client
+        registered = (await client.post("/v1/register", json={})).json()
+        token = registered["token"]
+        shopper = registered["shopper_id"]
+
+        async def code(path: str, headers: dict[str, str], method: str = "GET") -> tuple[int, str]:
+            answer = await client.request(method, path, headers=headers)
+            return answer.status_code, answer.json()["error"]
+
+        assert await code("/v1/me/consents", {}) == (401, "token_missing")
+        assert await code("/v1/me/consents", {"Authorization": "Basic abc"}) == (
+            401,
+            "token_malformed",
+        )
+        assert await code("/v1/me/consents", bearer("mt1.not.atoken")) == (401, "token_malformed")
+        forged, _ = Tokens(b"x" * 32).issue("shopper", shopper, now=time.time(), ttl_s=60)
+        assert await code("/v1/me/consents", bearer(forged)) == (401, "token_bad_signature")
+        expired, _ = served.gateway.shoppers.tokens.issue(
+            "shopper", shopper, now=time.time() - 120, ttl_s=60
+        )
+        assert await code("/v1/me/consents", bearer(expired)) == (401, "token_expired")
+        # Wrong role: a shopper token on a staff or admin endpoint.
+        assert await code("/v1/staff/alerts", bearer(token)) == (403, "forbidden")
+        # A kiosk token is for its own kiosk only.
+        admin = await admin_token(served)
+        issued = await client.post(
+            "/v1/admin/tokens", json={"role": "kiosk", "subject": "kiosk-1"}, headers=bearer(admin)
+        )
+        kiosk = issued.json()["token"]
+        own = await client.get("/v1/kiosks/kiosk-1/content", headers=bearer(kiosk))
+        assert own.status_code == 200 and own.json()["personal"] is False
+        assert await code("/v1/kiosks/kiosk-2/content", bearer(kiosk)) == (403, "forbidden")
+        assert await code("/v1/me/consents", bearer(kiosk)) == (403, "forbidden")
+        # Refresh: the new token works, the old one is revoked.
+        fresh = (await client.post("/v1/me/token", headers=bearer(token))).json()["token"]
+        assert await code("/v1/me/consents", bearer(token)) == (401, "token_revoked")
+        assert (await client.get("/v1/me/consents", headers=bearer(fresh))).status_code == 200
+        # Log out.
+        assert (await client.delete("/v1/me/token", headers=bearer(fresh))).status_code == 204
+        assert await code("/v1/me/consents", bearer(fresh)) == (401, "token_revoked")
+        # Revoking every kiosk-1 token.
+        gone = await client.delete("/v1/admin/tokens/kiosk/kiosk-1", headers=bearer(admin))
+        assert gone.status_code == 200 and gone.json()["generation"] == 1
+        assert await code("/v1/kiosks/kiosk-1/content", bearer(kiosk)) == (401, "token_revoked")
+
+
+async def test_a_withdrawal_is_in_force_before_its_answer(make_config: Any, broker: Any) -> None:
+    async with serve(make_config(broker.port)) as served:
+        shopper, token = await linked_alice(served, EVERYTHING)
+        hub = served.gateway.hub
+        assert (await at_the_coffee_kiosk(served, token))["placed"] == 7
+        await until(lambda: hub.current("kiosk-1").personal)
+        assert hub.current("kiosk-1").offer_id == "espresso-beans-1kg"
+        # kiosk_display withdrawn: the screen is generic when the answer arrives.
+        answer = await served.client.put(
+            "/v1/me/consents",
+            json={"purposes": {"kiosk_display": {"granted": False}}},
+            headers=bearer(token),
+        )
+        assert answer.status_code == 200
+        assert answer.json()["purposes"]["kiosk_display"]["granted"] is False
+        assert hub.current("kiosk-1").personal is False
+        # The phone: an offer is waiting (presence + personalization + phone_messages).
+        await until(lambda: len(served.gateway.shoppers.phone.peek(shopper)) > 0)
+        withdraw = await served.client.put(
+            "/v1/me/consents",
+            json={"purposes": {"phone_messages": {"granted": False}}},
+            headers=bearer(token),
+        )
+        assert withdraw.status_code == 200
+        assert served.gateway.shoppers.phone.peek(shopper) == []
+        messages = await served.client.get("/v1/me/messages", headers=bearer(token))
+        assert messages.json() == {"messages": []}
+        # Presence withdrawn: out of every zone and the resolvers at once.
+        await served.client.put(
+            "/v1/me/consents",
+            json={"purposes": {"presence": {"granted": False}}},
+            headers=bearer(token),
+        )
+        assert served.gateway.sensing.zone_of(shopper) is None
+        # The ledger keeps every decision (proof), the state is the latest.
+        data = (await served.client.get("/v1/me/data", headers=bearer(token))).json()
+        assert len(data["ledger"]) == 6 + 3
+        assert data["consent"]["purposes"]["presence"]["granted"] is False
+
+
+async def test_phone_offer_why_and_no_marketing(make_config: Any, broker: Any) -> None:
+    async with serve(make_config(broker.port)) as served:
+        _shopper, token = await linked_alice(served, EVERYTHING)
+        offers = (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+        assert [o["offer_id"] for o in offers["offers"]] == ["espresso-beans-1kg"]
+        card = offers["offers"][0]
+        assert card["personal"] is True and card["regular_price"] == 16.90
+        why = await served.client.get("/v1/me/offers/espresso-beans-1kg/why", headers=bearer(token))
+        assert why.status_code == 200
+        assert why.json()["decision_id"] == card["decision_id"]
+        assert "personalization" in why.json()["explanation"]
+        nothing = await served.client.get("/v1/me/offers/green-tea/why", headers=bearer(token))
+        assert nothing.status_code == 404 and nothing.json()["error"] == "not_found"
+        objection = await served.client.put(
+            "/v1/me/consents", json={"no_marketing": True}, headers=bearer(token)
+        )
+        assert objection.json()["no_marketing"] is True
+        after = (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+        assert after == {"offers": [], "reason": "shopper objects to marketing"}
+
+
+async def test_eid_key_exchange_makes_the_app_recognisable(make_config: Any, broker: Any) -> None:
+    async with serve(make_config(broker.port)) as served:
+        registered = (
+            await served.client.post("/v1/register", json={"consents": {"presence": True}})
+        ).json()
+        token, shopper = registered["token"], registered["shopper_id"]
+        app = generate_resolver_keypair()  # the app's own X25519 pair
+        answer = await served.client.put(
+            "/v1/me/eid",
+            json={"beacon_public_key": app.public.hex(), "exponent": 10, "beacon_time": 5000},
+            headers=bearer(token),
+        )
+        assert answer.status_code == 200, answer.text
+        resolver_public = bytes.fromhex(answer.json()["resolver_public_key"])
+        identity_key = beacon_identity_key(app.private, resolver_public)
+        eid = eid_for_time(identity_key, 10, 5000 + 2)
+        identities = served.gateway.sensing.identities
+        assert identities.eids.resolve(eid, time.time()) == shopper
+        bad = await served.client.put(
+            "/v1/me/eid",
+            json={"beacon_public_key": "00" * 32, "exponent": 10},
+            headers=bearer(token),
+        )
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_key"
+        # Presence withdrawn: the EID leaves the resolver table before the answer.
+        await served.client.put(
+            "/v1/me/consents",
+            json={"purposes": {"presence": {"granted": False}}},
+            headers=bearer(token),
+        )
+        assert identities.eids.resolve(eid, time.time()) is None
+
+
+async def test_erasure_removes_everything_and_the_token_stops_working(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        shopper, token = await linked_alice(served, EVERYTHING)
+        await at_the_coffee_kiosk(served, token)
+        await until(lambda: served.gateway.hub.current("kiosk-1").personal)
+        helped = await served.client.post("/v1/me/help", headers=bearer(token))
+        assert helped.status_code == 202
+        assert len(served.gateway.shoppers.help) == 1
+        erased = await served.client.delete("/v1/me", headers=bearer(token))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["shopper_id"] == shopper
+        assert served.gateway.hub.current("kiosk-1").personal is False
+        assert served.gateway.shoppers.help == {}
+        assert served.gateway.db.profile(shopper) is None
+        assert served.gateway.db.consent(shopper) is None
+        after = await served.client.get("/v1/me/consents", headers=bearer(token))
+        assert after.status_code == 401 and after.json()["error"] == "token_revoked"
+
+
+async def test_errors_are_json_with_a_code_and_rate_limits_answer_429(
+    make_config: Any, broker: Any
+) -> None:
+    config: Config = make_config(broker.port, MOMENTS_API__RATE_PER_S="1", MOMENTS_API__BURST="3")
+    async with serve(config) as served:
+        client = served.client
+        token = (await client.post("/v1/register", json={})).json()["token"]
+        bad = await client.put("/v1/me/consents", content=b"{", headers=bearer(token))
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_json"
+        wrong = await client.put(
+            "/v1/me/consents",
+            json={"purposes": {"tracking": {"granted": True}}},
+            headers=bearer(token),
+        )
+        assert wrong.status_code == 422 and "purposes" in wrong.json()["message"]
+        codes = [
+            (await client.get("/v1/me/consents", headers=bearer(token))).status_code
+            for _ in range(4)
+        ]
+        assert codes[-1] == 429
+        limited = await client.get("/v1/me/consents", headers=bearer(token))
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"] == "rate_limited"
+        missing = await client.get("/v1/nothing-here")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        method = await client.patch("/v1/me/consents", headers=bearer(token))
+        assert method.status_code == 405 and method.json()["error"] == "method_not_allowed"
+
+
+async def test_openapi_describes_every_v1_endpoint_and_who_may_call_it(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        document = (await served.client.get("/openapi.json")).json()
+    for endpoint in ENDPOINTS:
+        operation = document["paths"][endpoint.path][endpoint.method.lower()]
+        assert operation["description"].startswith("Who may call:")
+        assert operation["x-roles"] == (list(endpoint.who) or ["public"])
+        assert "429" in operation["responses"]
+    assert "ErrorBody" in document["components"]["schemas"]

@@ -133,7 +133,7 @@ def _identities_in(txn: Any, db: Database, shopper_id: str) -> list[str]:
 
 
 def _plain(record: msgspec.Struct) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(record)
+    data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(record))  # JSON types only
     data.pop("type", None)  # the codec's tag
     data.pop("v", None)
     data.pop("shopper_id", None)  # said once, at the top

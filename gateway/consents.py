@@ -188,7 +188,8 @@ def _check_now(now: float) -> float:
 
 
 def _entry(shopper_id: str, change: ConsentChange, hlc: int, now: float) -> ConsentEntry:
-    purpose, granted, notice, channel, expires_at = change
+    raw_purpose, granted, notice, channel, expires_at = change
+    purpose = str(raw_purpose)  # a Purpose member is its value
     if purpose not in _PURPOSES:
         raise RefusedChange("unknown_purpose", f"{purpose!r}; expected one of {sorted(_PURPOSES)}")
     if channel not in LOCAL_CHANNELS:

@@ -143,6 +143,7 @@ class Gateway:
             await self.shoppers.start(hlc)
             if self.sync is not None:
                 self.events.on_enqueued.append(self.sync.relay.wake)
+                self.shoppers.on_enqueued.append(self.sync.relay.wake)
             try:
                 self.sensing.identities.maintain(self.clock.now())
                 self.kiosks.refresh_all()

@@ -72,6 +72,7 @@ from gateway.store import (
 )
 from gateway.store.hlc import HybridClock
 from gateway.store.records import DecisionRecord, PreferencesRecord
+from gateway.sync.outbox import enqueue_in
 from gateway.tokens import (
     Claims,
     Role,
@@ -149,6 +150,7 @@ class Shoppers:
         self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
         self._visits: dict[str, tuple[float, float]] = {}  # shopper -> (visit start, last seen)
         self.on_alert: list[Callable[[str, bytes], None]] = []
+        self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
         self._pending: set[asyncio.Future[Any]] = set()
 
     # ----- lifecycle -----
@@ -241,6 +243,10 @@ class Shoppers:
         await self._writer.write(_put_link_op(self._db, code, shopper_id, expires_at))
         return code, expires_at
 
+    def _enqueued(self) -> None:
+        for wake in self.on_enqueued:
+            wake()
+
     # ----- consents and preferences -----
 
     def consent(self, shopper_id: str) -> ConsentRecord:
@@ -284,6 +290,7 @@ class Shoppers:
         except (RefusedChange, StoreError) as exc:
             raise _refused(exc) from exc
         self._metrics.consent_changes.inc(len(changes) + (no_marketing is not None))
+        self._enqueued()
         self.enforce(shopper_id, before, after, now)
         return after
 
@@ -332,6 +339,7 @@ class Shoppers:
         report: ErasureReport = await self._writer.write(
             erase_shopper_op(self._db, self._store, shopper_id, hlc=self._stamp(), now=now)
         )
+        self._enqueued()
         self._sensing.forget(shopper_id)
         self._kiosks.forget(shopper_id)
         self._kiosks.refresh_all()
@@ -445,12 +453,28 @@ class Shoppers:
         visit = f"visit:{int(self._visits.get(shopper_id, (now, now))[0])}"
         windows = (f"day:{local.date().isoformat()}", visit) if bump else ()
 
+        summary: dict[str, Any] = {
+            "decision": decision_id,
+            "channel": "phone",
+            "offer": decision.offer.offer_id,
+            "personal": decision.personal,
+            "reason": decision.reason,
+        }
+        consent = self._db.consent(shopper_id)
+        if consent is not None and consent.allows(Purpose.ANALYTICS, now):
+            summary["shopper"] = shopper_id
+        at_ms = round(now * 1000)
+
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
             for window in windows:
                 bump_counter_in(txn, self._db, shopper_id, "phone", window)
+            if self._config.hq.enabled:
+                # The decision summary for HQ, in the same transaction as the record.
+                enqueue_in(txn, self._db, self._store, "decision", summary, at_ms, perishable=True)
 
         await self._writer.write(write)
+        self._enqueued()
         offer = decision.offer
         return Card(
             offer_id=offer.offer_id,

@@ -7,13 +7,17 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from beacons.eid import beacon_identity_key, eid_for_time, generate_resolver_keypair
 from firmware_sim.scenario import demo_records
-from gateway.config import Config
+from gateway.config import Config, TrustedKeyConfig
 from gateway.http.v1 import ENDPOINTS
+from gateway.sync.envelope import Event, decode_event
+from gateway.sync.outbox import pending
 from gateway.tokens import Tokens
+from tests.support.broker import free_port
 from tests.support.peers import Served, serve
 
 pytestmark = pytest.mark.mqtt
@@ -306,3 +310,32 @@ async def test_openapi_describes_every_v1_endpoint_and_who_may_call_it(
         assert operation["x-roles"] == (list(endpoint.who) or ["public"])
         assert "429" in operation["responses"]
     assert "ErrorBody" in document["components"]["schemas"]
+
+
+async def test_consent_decision_and_erasure_events_queue_for_hq(
+    make_config: Any, broker: Any
+) -> None:
+    """With HQ sync on (HQ unreachable here, so the events wait in the outbox): each consent
+    change, phone decision and the erasure commits its event with it; the erasure takes the
+    shopper's queued events with it and leaves only its own."""
+    base: Config = make_config(broker.port)
+    key = TrustedKeyConfig(id="hq-1", public_key="11" * 32)
+    hq = msgspec.structs.replace(
+        base.hq, enabled=True, port=free_port(), tls=False, trusted_keys=[key]
+    )
+    config = msgspec.structs.replace(base, hq=hq)
+    async with serve(config) as served:
+        shopper, token = await linked_alice(served, EVERYTHING)
+        await served.client.get("/v1/me/offers", headers=bearer(token))
+
+        def queued() -> list[Event]:
+            return [decode_event(e.payload) for e in pending(served.gateway.db, 1000)]
+
+        kinds = [e.type for e in queued() if e.body.get("shopper") == shopper]
+        assert kinds.count("consent") == 1 and kinds.count("decision") == 1
+        consent = next(e for e in queued() if e.type == "consent")
+        assert set(consent.body["purposes"]) == set(EVERYTHING)
+        assert all(p["granted"] for p in consent.body["purposes"].values())
+        assert (await served.client.delete("/v1/me", headers=bearer(token))).status_code == 200
+        naming = [e for e in queued() if shopper in msgspec.json.encode(e.body).decode()]
+        assert [e.type for e in naming] == ["erasure"]

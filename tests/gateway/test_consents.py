@@ -160,7 +160,9 @@ async def test_an_older_grant_does_not_win_over_a_later_withdrawal(
 
 async def test_deny_by_default(db: Database, writer: Writer) -> None:
     assert db.consent("s1") is None
-    record = await change(writer, db, "s1", grant("analytics"), at=1)
+    record = await change(writer, db, "s1", grant(Purpose.ANALYTICS), at=1)
+    assert type(next(iter(record.purposes))) is str
+    assert type(ledger(db, "s1")[0].purpose) is str
     assert set(record.purposes) == {"analytics"}
     for purpose in Purpose:
         assert record.allows(purpose, NOW + 1) is (purpose is Purpose.ANALYTICS)

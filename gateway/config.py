@@ -75,6 +75,7 @@ class ApiConfig(_Section, frozen=True):
     phone_queue: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
     visit_gap_min: Annotated[float, msgspec.Meta(gt=0, le=1440)] = 30.0
     utc_offset_h: Annotated[float, msgspec.Meta(ge=-14, le=14)] = 0.0
+    kiosk_pages_need_token: bool = True
 
 
 class BrokerConfig(_Section, frozen=True):

@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html import escape
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.errors import RenderError, StoreError
+from gateway.errors import AuthError, RenderError, StoreError
 from gateway.http.api import error_response
 from gateway.http.api import routes as api_routes
 from gateway.http.openapi import openapi_document
@@ -26,10 +33,12 @@ from gateway.http.v1 import ENDPOINTS
 from gateway.metrics import CONTENT_TYPE
 from gateway.render import templates_dir
 from gateway.runtime import Gateway
+from gateway.tokens import Claims, check_not_revoked
 
 __all__ = ["create_app"]
 
 KEEPALIVE_S = 15.0
+KIOSK_COOKIE = "moments_kiosk"
 _json = msgspec.json.Encoder()
 
 
@@ -45,6 +54,43 @@ def _kiosk_id(request: Request, gateway: Gateway) -> str:
     return kiosk_id
 
 
+def _kiosk_token(request: Request) -> tuple[str, str]:
+    """The kiosk's token and where it came from: the Authorization header, the cookie the
+    page set, or the ``token`` query parameter of the URL the screen was set up with."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip(), "header"
+    cookie = request.cookies.get(KIOSK_COOKIE, "")
+    if cookie:
+        return cookie, "cookie"
+    return request.query_params.get("token", ""), "query"
+
+
+def _kiosk_claims(request: Request, gateway: Gateway, kiosk_id: str) -> Claims | None:
+    """None when kiosk pages are open (``api.kiosk_pages_need_token = false``); else the
+    claims of a kiosk token for this kiosk (or an admin token); ``AuthError`` otherwise."""
+    if not gateway.config.api.kiosk_pages_need_token:
+        return None
+    token, _where = _kiosk_token(request)
+    if not token:
+        raise AuthError("token_missing", f"kiosk {kiosk_id} needs its kiosk token")
+    claims = gateway.shoppers.tokens.verify(token, now=gateway.clock.now())
+    check_not_revoked(gateway.db, claims)
+    if claims.role == "admin" or (claims.role == "kiosk" and claims.subject == kiosk_id):
+        return claims
+    raise AuthError("forbidden", f"this token is not for kiosk {kiosk_id}", status=403)
+
+
+def _refused_page(kiosk_id: str, exc: AuthError) -> Response:
+    html = (
+        "<!doctype html><meta charset=utf-8><title>Kiosk not set up</title>"
+        f"<p>This screen needs the token of kiosk {escape(kiosk_id)} "
+        f"({escape(exc.code)}): open <code>/kiosk/{escape(kiosk_id)}?token=...</code> once "
+        "with a token from <code>moments token issue --role kiosk</code>.</p>"
+    )
+    return HTMLResponse(html, status_code=exc.status, headers={"Cache-Control": "no-store"})
+
+
 async def index(request: Request) -> Response:
     gateway = _gateway(request)
     html = gateway.renderer.render(
@@ -56,6 +102,23 @@ async def index(request: Request) -> Response:
 async def kiosk_page(request: Request) -> Response:
     gateway = _gateway(request)
     kiosk_id = _kiosk_id(request, gateway)
+    try:
+        claims = _kiosk_claims(request, gateway, kiosk_id)
+    except AuthError as exc:
+        return _refused_page(kiosk_id, exc)
+    if claims is not None and _kiosk_token(request)[1] == "query":
+        # Set up once: the token moves into a cookie for this kiosk's pages and streams,
+        # and out of the address bar and the browser's history.
+        response = RedirectResponse(f"/kiosk/{kiosk_id}", status_code=303)
+        response.set_cookie(
+            KIOSK_COOKIE,
+            _kiosk_token(request)[0],
+            max_age=max(1, int(claims.expires_at - gateway.clock.now())),
+            path=f"/kiosk/{kiosk_id}",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
     view = gateway.hub.current(kiosk_id)
     kiosk = next(k for k in gateway.config.kiosks if k.id == kiosk_id)
     html = gateway.renderer.render(
@@ -73,6 +136,10 @@ async def kiosk_offer(request: Request) -> Response:
     gateway = _gateway(request)
     kiosk_id = _kiosk_id(request, gateway)
     try:
+        _kiosk_claims(request, gateway, kiosk_id)
+    except AuthError as exc:
+        return error_response(exc.code, str(exc), exc.status)
+    try:
         html, decision = gateway.kiosks.render_now(kiosk_id)
     except (StoreError, RenderError) as exc:
         return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
@@ -85,6 +152,10 @@ async def kiosk_offer(request: Request) -> Response:
 async def kiosk_events(request: Request) -> Response:
     gateway = _gateway(request)
     kiosk_id = _kiosk_id(request, gateway)
+    try:
+        _kiosk_claims(request, gateway, kiosk_id)
+    except AuthError as exc:
+        return error_response(exc.code, str(exc), exc.status)
 
     async def stream() -> AsyncIterator[bytes]:
         with gateway.hub.subscribe(kiosk_id) as queue:

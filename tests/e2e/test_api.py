@@ -339,3 +339,34 @@ async def test_consent_decision_and_erasure_events_queue_for_hq(
         assert (await served.client.delete("/v1/me", headers=bearer(token))).status_code == 200
         naming = [e for e in queued() if shopper in msgspec.json.encode(e.body).decode()]
         assert [e.type for e in naming] == ["erasure"]
+
+
+async def test_kiosk_pages_and_streams_need_that_kiosks_token(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        client = served.client
+        bare = await client.get("/kiosk/kiosk-1")
+        assert bare.status_code == 401 and "needs the token of kiosk kiosk-1" in bare.text
+        for path in ("/kiosk/kiosk-1/offer", "/kiosk/kiosk-1/events"):
+            answer = await client.get(path)
+            assert answer.status_code == 401 and answer.json()["error"] == "token_missing"
+        shopper = (await client.post("/v1/register", json={})).json()["token"]
+        wrong = await client.get("/kiosk/kiosk-1/offer", headers=bearer(shopper))
+        assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
+        token, _ = await served.gateway.shoppers.issue("kiosk", "kiosk-1")
+        setup = await client.get(f"/kiosk/kiosk-1?token={token}")
+        assert setup.status_code == 303 and setup.headers["location"] == "/kiosk/kiosk-1"
+        cookie = setup.headers["set-cookie"]
+        assert (
+            "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/kiosk/kiosk-1" in cookie
+        )
+        screen = {"Cookie": f"moments_kiosk={token}"}  # what the browser sends back
+        page = await client.get("/kiosk/kiosk-1", headers=screen)
+        assert page.status_code == 200 and 'data-kiosk="kiosk-1"' in page.text
+        offer = await client.get("/kiosk/kiosk-1/offer", headers=screen)
+        assert offer.status_code == 200
+        # Revoked: the screen's cookie stops working too.
+        await served.gateway.shoppers.revoke_subject("kiosk", "kiosk-1")
+        gone = await client.get("/kiosk/kiosk-1/offer", headers=screen)
+        assert gone.status_code == 401 and gone.json()["error"] == "token_revoked"

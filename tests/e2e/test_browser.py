@@ -51,7 +51,10 @@ async def test_kiosk_page_updates_live_when_shopper_arrives(
             )
             try:
                 page = await browser.new_page(viewport={"width": 1280, "height": 720})
-                await page.goto(f"{served.base}/kiosk/kiosk-1")
+                # Set up as a screen is: once with its token, which moves into a cookie.
+                token, _claims = await gateway.shoppers.issue("kiosk", "kiosk-1")
+                await page.goto(f"{served.base}/kiosk/kiosk-1?token={token}")
+                assert page.url == f"{served.base}/kiosk/kiosk-1"  # out of the address bar
                 await page.wait_for_selector("#link.link-up", timeout=10_000)
                 screen = page.locator("#screen")
                 assert await screen.get_attribute("data-personal") == "false"

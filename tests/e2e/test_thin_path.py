@@ -39,7 +39,9 @@ async def test_opted_in_shopper_gets_personal_offer_live(
     async with serve(make_config(broker.port)) as served:
         await _seed(served)
         await _until_link_up(served)
-        async with served.client.stream("GET", "/kiosk/kiosk-1/events") as response:
+        async with served.client.stream(
+            "GET", "/kiosk/kiosk-1/events", headers=await served.kiosk_headers()
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events = EventStream(response)
@@ -53,7 +55,9 @@ async def test_opted_in_shopper_gets_personal_offer_live(
             assert "shopper-alice" not in view["html"]
 
             # The same decision, rendered on request, from fresh store reads.
-            offer = await served.client.get("/kiosk/kiosk-1/offer")
+            offer = await served.client.get(
+                "/kiosk/kiosk-1/offer", headers=await served.kiosk_headers()
+            )
             assert offer.status_code == 200
             assert offer.headers["x-moments-personal"] == "true"
             assert "Espresso beans" in offer.text
@@ -84,10 +88,12 @@ async def test_shopper_without_consent_never_sees_own_content(
             'moments_sightings_total{kind="shopper"} 0.0'
             in (await served.client.get("/metrics")).text
         )
-        offer = await served.client.get("/kiosk/kiosk-1/offer")
+        offer = await served.client.get(
+            "/kiosk/kiosk-1/offer", headers=await served.kiosk_headers()
+        )
         assert offer.headers["x-moments-personal"] == "false"
         assert "Bob" not in offer.text and "Espresso beans" not in offer.text
-        page = await served.client.get("/kiosk/kiosk-1")
+        page = await served.client.get("/kiosk/kiosk-1", headers=await served.kiosk_headers())
         assert 'data-personal="false"' in page.text
 
 
@@ -185,7 +191,9 @@ async def test_android_shopper_with_rotating_eid_gets_her_offer(
         async with asyncio.timeout(5):  # the resolvers reload on the next tick
             while "shopper-chloe" not in served.gateway.sensing.identities.eids:
                 await asyncio.sleep(0.05)
-        async with served.client.stream("GET", "/kiosk/kiosk-1/events") as response:
+        async with served.client.stream(
+            "GET", "/kiosk/kiosk-1/events", headers=await served.kiosk_headers()
+        ) as response:
             events = EventStream(response)
             eid = eid_for_time(CHLOE_EID_KEY, EID_EXPONENT, time.time())
             for _ in range(4):

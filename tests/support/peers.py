@@ -73,6 +73,11 @@ class Served:
     base: str
     client: httpx.AsyncClient
 
+    async def kiosk_headers(self, kiosk_id: str = "kiosk-1") -> dict[str, str]:
+        """The Authorization header of a fresh kiosk token for ``kiosk_id``."""
+        token, _claims = await self.gateway.shoppers.issue("kiosk", kiosk_id)
+        return {"Authorization": f"Bearer {token}"}
+
     async def health(self) -> dict[str, Any]:
         response = await self.client.get("/healthz")
         assert response.status_code == 200

@@ -158,11 +158,11 @@ def export(db: Database, shopper_id: str) -> dict[str, Any]:
             decisions = decisions_in(txn, db, shopper_id, MAX_DECISIONS)
             counts = counters_in(txn, db, shopper_id)
             beacons = _identities_in(txn, db, shopper_id)
-            keys = [
-                kind
+            keys = {
+                kind: raw
                 for prefix, kind in _KEY_KINDS.items()
-                if txn.get(prefix + raw_id, db=db.handle("keys")) is not None
-            ]
+                if (raw := txn.get(prefix + raw_id, db=db.handle("keys"))) is not None
+            }
     except lmdb.Error as exc:
         raise StoreError(f"export of a shopper failed: {exc}") from exc
     profile = None if raw_profile is None else codec.decode_as(ProfileRecord, raw_profile)
@@ -195,6 +195,19 @@ def export(db: Database, shopper_id: str) -> dict[str, Any]:
             "beacons": [{"kind": key.partition(":")[0], "id": key} for key in beacons],
             # A key's bytes never leave the store. The key records carry no registration
             # time, so none can be given.
-            "keys": [{"kind": kind, "registered": True, "registered_at": None} for kind in keys],
+            "keys": [
+                {"kind": kind, "registered": True, "registered_at": _registered_at(raw)}
+                for kind, raw in keys.items()
+            ],
         },
     }
+
+
+def _registered_at(raw: bytes) -> float | None:
+    """When an EID key or IRK was registered (never the key itself); None if unknown."""
+    try:
+        record = codec.decode(raw)
+    except StoreError:
+        return None
+    when = getattr(record, "registered_at", 0.0)
+    return float(when) if when else None

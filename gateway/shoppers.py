@@ -523,12 +523,15 @@ class Shoppers:
             identity_key=identity_key,
             exponent=exponent,
             epoch_offset=self._clock.now() - beacon_time,
+            registered_at=self._clock.now(),
         )
         await self._put_identity(record)
         return public
 
     async def register_irk(self, shopper_id: str, irk: bytes) -> None:
-        await self._put_identity(IrkRecord(shopper_id=shopper_id, irk=irk))
+        await self._put_identity(
+            IrkRecord(shopper_id=shopper_id, irk=irk, registered_at=self._clock.now())
+        )
 
     async def _put_identity(self, record: EidKeyRecord | IrkRecord) -> None:
         written = await self._writer.write(self._db.put_op([record]))

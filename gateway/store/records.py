@@ -123,6 +123,7 @@ class EidKeyRecord(_Record, tag="eid_key", frozen=True, kw_only=True):
     exponent: Annotated[int, msgspec.Meta(ge=0, le=15)]
     drift: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     epoch_offset: float = 0.0
+    registered_at: float = 0.0  # 0: before registration times were kept
 
 
 class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
@@ -130,6 +131,7 @@ class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
 
     shopper_id: str
     irk: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    registered_at: float = 0.0  # 0: before registration times were kept
 
 
 class TemplateRecord(_Record, tag="template", frozen=True, kw_only=True):

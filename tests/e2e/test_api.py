@@ -234,6 +234,10 @@ async def test_eid_key_exchange_makes_the_app_recognisable(make_config: Any, bro
         eid = eid_for_time(identity_key, 10, 5000 + 2)
         identities = served.gateway.sensing.identities
         assert identities.eids.resolve(eid, time.time()) == shopper
+        data = (await served.client.get("/v1/me/data", headers=bearer(token))).json()
+        [held] = data["identities"]["keys"]
+        assert held["kind"] == "eddystone_eid" and held["registered_at"] > 0
+        assert identity_key.hex() not in str(data)  # the export never shows key material
         bad = await served.client.put(
             "/v1/me/eid",
             json={"beacon_public_key": "00" * 32, "exponent": 10},

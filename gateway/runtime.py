@@ -226,6 +226,7 @@ class Gateway:
             log.warning("staff alert not published", extra={"error": str(exc)})
 
     def _on_view(self, view: KioskView, shopper: str | None) -> None:
+        self.shoppers.on_kiosk_view(view, shopper)
         if self.events is not None:
             self.events.impression(view, shopper, self.clock.now())
 

@@ -56,7 +56,7 @@ from gateway.consents import (
 from gateway.engine import PhoneDecision, decide_for_phone
 from gateway.erasure import ErasureReport, erase_shopper_op, export
 from gateway.errors import ApiError, AuthError, StoreError
-from gateway.kiosk import KioskDirector
+from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
 from gateway.phone import PhoneQueue
 from gateway.ratelimit import RateLimiter
@@ -359,6 +359,40 @@ class Shoppers:
         card = await self._record(shopper_id, decision, channel="phone", bump=False)
         return [card], decision.reason
 
+    def on_kiosk_view(self, view: KioskView, shopper_id: str | None) -> None:
+        """A kiosk started showing a shopper's personal content: its decision is recorded so
+        that they can ask why (``/v1/me/offers/{id}/why``) and see it in their data."""
+        if not view.personal or shopper_id is None or view.offer_id is None or self.hlc is None:
+            return
+        now = self._clock.now()
+        record = DecisionRecord(
+            decision_id=secrets.token_hex(8),
+            shopper_id=shopper_id,
+            at=now,
+            hlc=self._stamp(),
+            channel="kiosk",
+            kiosk_id=view.kiosk_id,
+            offer_id=view.offer_id,
+            reason=view.reason,
+            inputs={"personal": True},
+        )
+
+        def write(txn: Any) -> None:
+            record_decision_in(txn, self._db, record)
+
+        try:
+            future = self._writer.submit(write)
+        except StoreError as exc:  # stopping: the screen's content is not affected
+            log.warning("kiosk decision not recorded", extra={"error": str(exc)})
+            return
+        self._pending.add(future)
+        future.add_done_callback(self._recorded)
+
+    def _recorded(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("kiosk decision not recorded", extra={"error": str(future.exception())})
+
     def why(self, shopper_id: str, offer_id: str) -> DecisionRecord:
         for record in decisions(self._db, shopper_id, limit=200):
             if record.offer_id == offer_id:
@@ -403,11 +437,16 @@ class Shoppers:
         if exc is not None:
             log.warning("phone message not queued", extra={"error": str(exc)})
             return
-        # Consent may have changed while the decision was written: checked again.
+        # Consent may have changed while the decision was written: checked again, the personal
+        # part too (a withdrawal committed in the same group was enforced before this runs).
+        card = future.result()
         consent = self.consent(shopper_id)
-        if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, self._clock.now()):
+        now = self._clock.now()
+        if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, now):
             return
-        self.phone.push(shopper_id, future.result())
+        if card.personal and not consent.allows(Purpose.PERSONALIZATION, now):
+            return
+        self.phone.push(shopper_id, card)
 
     def _decide_phone(self, shopper_id: str, now: float, *, count_caps: bool) -> PhoneDecision:
         consent = self._db.consent(shopper_id)

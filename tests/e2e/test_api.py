@@ -162,6 +162,25 @@ async def test_a_withdrawal_is_in_force_before_its_answer(make_config: Any, brok
         assert (await at_the_coffee_kiosk(served, token))["placed"] == 7
         await until(lambda: hub.current("kiosk-1").personal)
         assert hub.current("kiosk-1").offer_id == "espresso-beans-1kg"
+
+        # The shopper can ask why the kiosk showed it.
+        async def explained() -> Any:
+            return await served.client.get(
+                "/v1/me/offers/espresso-beans-1kg/why", headers=bearer(token)
+            )
+
+        async with asyncio.timeout(5):
+            while (why := await explained()).status_code != 200:
+                await asyncio.sleep(0.05)
+        assert why.json()["channel"] in {"kiosk", "phone"}
+        kiosk_why = [
+            d
+            for d in (await served.client.get("/v1/me/data", headers=bearer(token))).json()[
+                "decisions"
+            ]
+            if d["channel"] == "kiosk"
+        ]
+        assert kiosk_why and kiosk_why[0]["kiosk_id"] == "kiosk-1"
         # kiosk_display withdrawn: the screen is generic when the answer arrives.
         answer = await served.client.put(
             "/v1/me/consents",

@@ -285,8 +285,8 @@ def openapi_paths(endpoints: Sequence[Endpoint]) -> tuple[dict[str, Any], dict[s
             responses["204"] = {"description": "Done"}
         else:
             ok: dict[str, Any] = {"description": "Done"}
-            if endpoint.answer is not None:
-                ok["content"] = {"application/json": {"schema": ref_of[endpoint.answer]}}
+            schema = ref_of[endpoint.answer] if endpoint.answer is not None else {"type": "object"}
+            ok["content"] = {"application/json": {"schema": schema}}
             responses[str(endpoint.status)] = ok
         codes = {429, 500, 503, *endpoint.errors}
         if endpoint.who:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from gateway.sync.apply import StreamApplier, erase_op
 from gateway.sync.envelope import Keyring, Message, decode_event, seal
 from gateway.sync.merge import merge_purpose
 from gateway.sync.outbox import depth, pending
+from tests.support.store import opened, run
 
 STORE = "store-1"
 NOW = 1_795_378_600.0
@@ -53,36 +53,6 @@ T0 = from_ms(int(NOW * 1000))  # the hybrid clock at NOW
 
 def hlc(n: int) -> int:
     return T0 + n
-
-
-@contextmanager
-def opened(path: Path) -> Iterator[Database]:
-    db = Database(path, map_size=1 << 24)
-    db.open()
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with opened(tmp_path / "store") as database:
-        yield database
-
-
-@pytest.fixture
-async def writer(db: Database) -> AsyncIterator[Writer]:
-    w = Writer(db)
-    w.start()
-    yield w
-    await w.aclose()
-
-
-def run(db: Database, op: Callable[[Any], Any]) -> Any:
-    """One write operation in its own transaction, as the writer thread runs it."""
-    with db.env.begin(write=True) as txn:
-        return op(txn)
 
 
 def grant(purpose: str, channel: str = "app", expires_at: float | None = None) -> ConsentChange:

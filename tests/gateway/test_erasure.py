@@ -7,8 +7,7 @@ import base64
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from gateway.store.hlc import from_ms
 from gateway.store.records import DecisionRecord, PreferencesRecord
 from gateway.sync.envelope import decode_event
 from gateway.sync.outbox import enqueue_op, outbox_bytes, pending
+from tests.support.store import opened, run
 
 STORE = "store-1"
 NOW = 1_795_378_600.0
@@ -47,35 +47,6 @@ ANN = "ann-7f3a"
 BOB = "bob-91c2"
 EID_KEY = bytes(range(16))
 IRK = bytes(range(100, 116))
-
-
-@contextmanager
-def opened(path: Path) -> Iterator[Database]:
-    db = Database(path, map_size=1 << 24)
-    db.open()
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with opened(tmp_path / "store") as database:
-        yield database
-
-
-@pytest.fixture
-async def writer(db: Database) -> AsyncIterator[Writer]:
-    w = Writer(db)
-    w.start()
-    yield w
-    await w.aclose()
-
-
-def run(db: Database, op: Callable[[Any], Any]) -> Any:
-    with db.env.begin(write=True) as txn:
-        return op(txn)
 
 
 def uid_key(shopper: str) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,39 +27,10 @@ from gateway.sync.outbox import (
     remove_op,
     remove_ranges_op,
 )
+from tests.support.store import opened, run
 
 STORE = "store-1"
 AT = 1_795_378_600_000
-
-
-@contextmanager
-def opened(path: Path) -> Iterator[Database]:
-    db = Database(path, map_size=1 << 24)
-    db.open()
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with opened(tmp_path / "store") as database:
-        yield database
-
-
-@pytest.fixture
-async def writer(db: Database) -> AsyncIterator[Writer]:
-    w = Writer(db)
-    w.start()
-    yield w
-    await w.aclose()
-
-
-def run(db: Database, op: Callable[[Any], Any]) -> Any:
-    """Run one write operation in its own transaction, as the writer thread would."""
-    with db.env.begin(write=True) as txn:
-        return op(txn)
 
 
 def enqueue(db: Database, kind: str, *, perishable: bool, at: int = AT, **body: Any) -> int:

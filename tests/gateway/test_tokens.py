@@ -8,8 +8,6 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +32,7 @@ from gateway.tokens import (
     secret_op,
     sweep_op,
 )
+from tests.support.store import opened
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(1, 33))
@@ -333,30 +332,6 @@ def test_require_role() -> None:
 
 
 # ----- the store --------------------------------------------------------------------------
-
-
-@contextmanager
-def opened(path: Path) -> Iterator[Database]:
-    db = Database(path, map_size=1 << 24)
-    db.open()
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with opened(tmp_path / "store") as database:
-        yield database
-
-
-@pytest.fixture
-async def writer(db: Database) -> AsyncIterator[Writer]:
-    w = Writer(db)
-    w.start()
-    yield w
-    await w.aclose()
 
 
 def revoked_code(db: Database, claims: Claims) -> str | None:

@@ -95,9 +95,8 @@ _DAY_CAP_DEFAULT: Final = 3
 _VISIT_CAP_DEFAULT: Final = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Card:
-    """An offer for the phone, with the decision that chose it."""
+class Card(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An offer for the phone, with the decision that chose it (also the API's answer)."""
 
     offer_id: str
     title: str

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.shoppers import Card
+
 __all__ = [
     "AppSighting",
     "ConsentUpdate",
@@ -24,7 +26,6 @@ __all__ = [
     "LinkCode",
     "LinkCodeRequest",
     "Messages",
-    "OfferCard",
     "PhoneOffers",
     "PreferencesBody",
     "PurposeChoice",
@@ -166,24 +167,13 @@ class PreferencesBody(_Body, frozen=True):
 # ----- offers, messages, why -----
 
 
-class OfferCard(_Body, frozen=True):
-    offer_id: str
-    title: str
-    body: str
-    price: float | None
-    regular_price: float | None
-    currency: str
-    personal: bool
-    decision_id: str
-
-
 class PhoneOffers(_Body, frozen=True):
-    offers: list[OfferCard]
+    offers: list[Card]
     reason: str
 
 
 class Messages(_Body, frozen=True):
-    messages: list[OfferCard]
+    messages: list[Card]
 
 
 class Explanation(_Body, frozen=True):

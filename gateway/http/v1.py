@@ -26,7 +26,6 @@ from gateway.http.schemas import (
     LinkCode,
     LinkCodeRequest,
     Messages,
-    OfferCard,
     PhoneOffers,
     PreferencesBody,
     PurposeView,
@@ -39,7 +38,6 @@ from gateway.http.schemas import (
     StaffAlerts,
     TokenAnswer,
 )
-from gateway.shoppers import Card
 from gateway.store import ConsentRecord
 from gateway.store.records import PreferencesRecord
 
@@ -62,19 +60,6 @@ def _consent_view(record: ConsentRecord) -> ConsentView:
             for name, state in sorted(record.purposes.items())
         },
         no_marketing=record.no_marketing,
-    )
-
-
-def _card(card: Card) -> OfferCard:
-    return OfferCard(
-        offer_id=card.offer_id,
-        title=card.title,
-        body=card.body,
-        price=card.price,
-        regular_price=card.regular_price,
-        currency=card.currency,
-        personal=card.personal,
-        decision_id=card.decision_id,
     )
 
 
@@ -159,7 +144,7 @@ async def my_data(call: Call) -> dict[str, Any]:
 
 async def my_offers(call: Call) -> PhoneOffers:
     cards, reason = await call.gateway.shoppers.phone_offers(call.subject)
-    return PhoneOffers(offers=[_card(c) for c in cards], reason=reason)
+    return PhoneOffers(offers=cards, reason=reason)
 
 
 async def why(call: Call) -> Explanation:
@@ -185,7 +170,7 @@ async def why(call: Call) -> Explanation:
 
 
 async def my_messages(call: Call) -> Messages:
-    return Messages(messages=[_card(c) for c in call.gateway.shoppers.messages(call.subject)])
+    return Messages(messages=call.gateway.shoppers.messages(call.subject))
 
 
 async def post_sightings(call: Call) -> SightingResult:

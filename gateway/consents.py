@@ -304,6 +304,7 @@ def change_consents_op(
     hlc: int,
     now: float,
     no_marketing: bool | None = None,
+    tell_hq: bool = True,
 ) -> WriteOp[ConsentRecord]:
     """A write operation recording the shopper's ``changes`` (and the "no marketing"
     objection, unless None), stamped ``hlc`` (from the store's hybrid clock) at ``now``, and
@@ -360,7 +361,8 @@ def change_consents_op(
             merged = msgspec.structs.replace(merged, no_marketing=no_marketing)
         txn.put(raw_id, codec.encode(merged), db=consents)
         db.bump_identity_generation(txn)
-        enqueue_in(txn, db, store_id, "consent", body, at_ms, perishable=False)
+        if tell_hq:  # no HQ link configured: no one to tell, nothing is queued
+            enqueue_in(txn, db, store_id, "consent", body, at_ms, perishable=False)
         return merged
 
     return change

@@ -87,7 +87,7 @@ class ErasureReport:
 
 
 def erase_shopper_op(
-    db: Database, store_id: str, shopper_id: str, *, hlc: int, now: float
+    db: Database, store_id: str, shopper_id: str, *, hlc: int, now: float, tell_hq: bool = True
 ) -> WriteOp[ErasureReport]:
     """A write operation erasing the shopper on this store, stamped ``hlc`` (the store's
     hybrid clock) at ``now``, and returning its report (see the module notes)."""
@@ -112,7 +112,11 @@ def erase_shopper_op(
         removed["identities"] = len(_identities_in(txn, db, shopper_id))
         erase_core(txn)
         removed.update(forget_in(txn, db, shopper_id))
-        seq = enqueue_in(txn, db, store_id, "erasure", body, at_ms, perishable=False)
+        seq = (
+            enqueue_in(txn, db, store_id, "erasure", body, at_ms, perishable=False)
+            if tell_hq  # no HQ link configured: no one to tell, nothing is queued
+            else None
+        )
         return ErasureReport(
             shopper_id=shopper_id, already_erased=False, removed=removed, event_seq=seq
         )

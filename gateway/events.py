@@ -19,7 +19,7 @@ from beacons.presence import PresenceEvent, ZoneEntered
 from gateway.errors import StoreError
 from gateway.kiosk import KioskView
 from gateway.store import Database, Purpose, Writer
-from gateway.store.hlc import HybridClock, persist_due, persist_op
+from gateway.store.hlc import HybridClock, persist_due, persist_op, physical_ms
 from gateway.sync.outbox import enqueue_op
 
 __all__ = ["EventRecorder"]
@@ -64,10 +64,11 @@ class EventRecorder:
 
     def _record(self, event_type: str, body: dict[str, Any]) -> None:
         at, trusted = self._hlc.stamp()
+        body["hlc"] = at  # the causal order; the event's ``at`` is its wall time in ms
         if not trusted:
             body["clock_trusted"] = False
         future = self._writer.submit(
-            enqueue_op(self._db, self._store, event_type, body, at, perishable=True)
+            enqueue_op(self._db, self._store, event_type, body, physical_ms(at), perishable=True)
         )
         future.add_done_callback(self._written)
         if persist_due(at, self._persisted):

@@ -284,6 +284,7 @@ class Shoppers:
                     hlc=self._stamp(),
                     now=now,
                     no_marketing=no_marketing,
+                    tell_hq=self._config.hq.enabled,
                 )
             )
         except (RefusedChange, StoreError) as exc:
@@ -336,7 +337,14 @@ class Shoppers:
     async def erase(self, shopper_id: str) -> tuple[ErasureReport, float]:
         now = self._clock.now()
         report: ErasureReport = await self._writer.write(
-            erase_shopper_op(self._db, self._store, shopper_id, hlc=self._stamp(), now=now)
+            erase_shopper_op(
+                self._db,
+                self._store,
+                shopper_id,
+                hlc=self._stamp(),
+                now=now,
+                tell_hq=self._config.hq.enabled,
+            )
         )
         self._enqueued()
         self._sensing.forget(shopper_id)

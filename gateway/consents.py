@@ -54,6 +54,7 @@ reaches the writer. :class:`RefusedChange` is a :class:`~gateway.errors.PayloadE
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import struct
@@ -107,6 +108,7 @@ __all__ = [
     "record_decision_in",
     "refusal",
     "set_preferences_op",
+    "sweep_counters_op",
     "validate_preferences",
 ]
 
@@ -552,6 +554,39 @@ def counters_in(txn: Any, db: Database, shopper_id: str) -> dict[tuple[str, str]
 def counters(db: Database, shopper_id: str) -> dict[tuple[str, str], int]:
     with _reading(db, "counters") as txn:
         return counters_in(txn, db, shopper_id)
+
+
+def sweep_counters_op(db: Database, now: float, *, keep_s: float = 2 * 86_400.0) -> WriteOp[int]:
+    """A write operation dropping caps counters whose window ended more than ``keep_s``
+    before ``now`` (windows ``day:YYYY-MM-DD`` and ``visit:<unix seconds>``; any other window
+    is kept); returns how many it dropped."""
+
+    def sweep(txn: Any) -> int:
+        handle = db.handle("counters")
+        doomed: list[bytes] = []
+        for key, _value in txn.cursor(db=handle):
+            window = bytes(key).rsplit(b"\x00", 1)[-1].decode(errors="replace")
+            ended = _window_end(window)
+            if ended is not None and ended < now - keep_s:
+                doomed.append(bytes(key))
+        for key in doomed:
+            txn.delete(key, db=handle)
+        return len(doomed)
+
+    return sweep
+
+
+def _window_end(window: str) -> float | None:
+    kind, _sep, value = window.partition(":")
+    try:
+        if kind == "day":
+            day = dt.date.fromisoformat(value)
+            return dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() + 86_400.0
+        if kind == "visit":
+            return float(value) + 86_400.0  # a visit lasts less than a day
+    except ValueError:
+        return None
+    return None
 
 
 # ----- forgetting a shopper -----

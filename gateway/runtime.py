@@ -37,6 +37,7 @@ from gateway.shoppers import Shoppers
 from gateway.store import Database, Writer
 from gateway.store.backup import hold_lock
 from gateway.store.hlc import resume
+from gateway.sync.apply import sweep_tombstones_op
 from gateway.sync.service import HqSync
 
 __all__ = ["Gateway"]
@@ -113,7 +114,7 @@ class Gateway:
             on_state=self._on_link_state,
         )
         self._alerts_prefix = f"{config.broker.topic_prefix}/{config.store_id}/alerts/beacons/"
-        self._help_prefix = f"{config.broker.topic_prefix}/{config.store_id}/staff/alerts/"
+        self._help_topic = f"{config.broker.topic_prefix}/{config.store_id}/staff/alerts"
         # Beacon alerts not yet handed to the broker; the latest per beacon wins (they are states).
         self._pending_alerts: dict[str, BeaconAlert] = {}
         self.stopping = asyncio.Event()
@@ -151,6 +152,7 @@ class Gateway:
                     tasks.create_task(self.link.run(), name="store-broker-link")
                     consumer = tasks.create_task(self._consume(), name="store-broker-consumer")
                     ticker = tasks.create_task(self._tick(), name="presence-ticker")
+                    keeper = tasks.create_task(self._housekeeping(), name="housekeeping")
                     if self.sync is not None:
                         tasks.create_task(self.sync.run(), name="hq-sync")
                     radio_tasks = []
@@ -174,6 +176,7 @@ class Gateway:
                             await self.radio.aclose()
                         consumer.cancel()
                         ticker.cancel()
+                        keeper.cancel()
                         for task in radio_tasks[1:]:
                             task.cancel()
             finally:
@@ -217,13 +220,18 @@ class Gateway:
         if self.events is not None:
             self.events.presence(event)
 
-    def _publish_help(self, alert_id: str, payload: bytes) -> None:
-        """Staff devices follow ``{prefix}/{store}/staff/alerts/{id}`` (retained: a device that
-        connects late sees who waits; a withdrawn alert is replaced by its withdrawal)."""
+    def _publish_help(self) -> None:
+        """Staff devices follow ``{prefix}/{store}/staff/alerts``: the retained list of open
+        help requests, republished whole on every change (and retried from the tick while
+        the broker is away)."""
+        if not self.shoppers.help_dirty or not self.link.is_up:
+            return
         try:
-            self.link.publish(self._help_prefix + alert_id, payload, qos=1, retain=True)
+            self.link.publish(self._help_topic, self.shoppers.help_payload(), qos=1, retain=True)
         except LinkError as exc:
-            log.warning("staff alert not published", extra={"error": str(exc)})
+            log.warning("staff alerts not published yet", extra={"error": str(exc)})
+            return
+        self.shoppers.help_dirty = False
 
     def _on_view(self, view: KioskView, shopper: str | None) -> None:
         self.shoppers.on_kiosk_view(view, shopper)
@@ -242,10 +250,27 @@ class Gateway:
         while True:
             self.sensing.radio_sighting(await sightings.get())
 
+    async def _housekeeping(self) -> None:
+        """Hourly retention: the shopper data's sweeps, and erasure tombstones when no HQ
+        sync runs (HQ sync sweeps its own, and then forces the full resync it needs)."""
+        retention_s = self.config.hq.tombstone_days * 86_400.0
+        while True:
+            try:
+                await self.shoppers.housekeeping()
+                if self.sync is None:
+                    await self.writer.write(
+                        sweep_tombstones_op(self.db, self.clock.now(), retention_s=retention_s)
+                    )
+            except StoreError as exc:
+                log.error("housekeeping failed", extra={"error": str(exc)})
+            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             self.sensing.tick()
+            self.shoppers.recheck(self.clock.now())
+            self._publish_help()
             # Re-decides every screen once a second: offers that start or end, consents that
             # change while a shopper stands there; unchanged views are not re-sent.
             self.kiosks.refresh_all()
@@ -288,6 +313,8 @@ class Gateway:
     def _on_link_state(self, state: LinkState) -> None:
         self.metrics.link_up.labels(link="store").set(1 if state is LinkState.UP else 0)
 
+
+HOUSEKEEPING_EVERY_S = 3600.0
 
 # Component states that do not make the gateway degraded.
 _HEALTHY = frozenset({"ok", "up", "scanning", "disabled", "not_configured", "starting"})

@@ -52,6 +52,7 @@ from gateway.consents import (
     record_decision_in,
     refusal,
     set_preferences_op,
+    sweep_counters_op,
 )
 from gateway.engine import PhoneDecision, decide_for_phone
 from gateway.erasure import ErasureReport, erase_shopper_op, export
@@ -82,6 +83,7 @@ from gateway.tokens import (
     revoke_subject_op,
     secret_op,
 )
+from gateway.tokens import sweep_op as token_sweep_op
 
 __all__ = ["Card", "Help", "Shoppers"]
 
@@ -148,7 +150,8 @@ class Shoppers:
         self._device_limit = RateLimiter(api.rate_per_s, api.burst)
         self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
         self._visits: dict[str, tuple[float, float]] = {}  # shopper -> (visit start, last seen)
-        self.on_alert: list[Callable[[str, bytes], None]] = []
+        self.on_alert: list[Callable[[], None]] = []  # the staff alert state changed
+        self.help_dirty = True  # published at start too: clears what a previous run left
         self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
         self._pending: set[asyncio.Future[Any]] = set()
 
@@ -175,6 +178,19 @@ class Shoppers:
         if self.hlc is None:
             raise ApiError("unavailable", "the gateway is starting", status=503, retry_after=1)
         return self.hlc.now()
+
+    async def housekeeping(self) -> dict[str, int]:
+        """Hourly: drop what has outlived its use (revocations of expired tokens, unused link
+        codes past their time, caps counters of windows long over)."""
+        now = self._clock.now()
+        dropped = {
+            "revocations": await self._writer.write(token_sweep_op(self._db, now)),
+            "link_codes": await self._writer.write(_sweep_links_op(self._db, now)),
+            "counters": await self._writer.write(sweep_counters_op(self._db, now)),
+        }
+        if any(dropped.values()):
+            log.info("housekeeping", extra=dropped)
+        return dropped
 
     # ----- registration and tokens -----
 
@@ -597,39 +613,64 @@ class Shoppers:
                 status=403,
             )
         profile = self._db.profile(shopper_id)
+        # What staff_assist allows staff to see: a nickname or first name, never more.
         name = (profile.nickname or profile.first_name) if profile is not None else ""
+        zone = self._sensing.zone_of(shopper_id)
         existing = next((h for h in self.help.values() if h.shopper_id == shopper_id), None)
         if existing is not None:
-            existing.zone = self._sensing.zone_of(shopper_id)
+            if existing.zone != zone:
+                existing.zone = zone
+                self._help_changed()
             return existing
         alert = Help(
             alert_id=secrets.token_hex(6),
             shopper_id=shopper_id,
             name=name or "A shopper",
-            zone=self._sensing.zone_of(shopper_id),
+            zone=zone,
             since=now,
         )
         self.help[alert.alert_id] = alert
-        self._publish_help(alert, "open")
+        self._help_changed()
         return alert
 
     def _withdraw_help(self, shopper_id: str) -> None:
-        for alert_id in [a for a, h in self.help.items() if h.shopper_id == shopper_id]:
-            self._publish_help(self.help.pop(alert_id), "withdrawn")
+        gone = [a for a, h in self.help.items() if h.shopper_id == shopper_id]
+        for alert_id in gone:
+            del self.help[alert_id]
+        if gone:
+            self._help_changed()
 
-    def _publish_help(self, alert: Help, state: str) -> None:
-        payload = msgspec.json.encode(
+    def _help_changed(self) -> None:
+        self.help_dirty = True
+        for changed in self.on_alert:
+            changed()
+
+    def help_payload(self) -> bytes:
+        """The staff alert state: every open request, oldest first. Published retained as a
+        whole, so a withdrawn or erased shopper simply disappears from it, a device that
+        connects late sees who waits, and a restart (which starts with none) clears what an
+        earlier run left on the broker."""
+        alerts = sorted(self.help.values(), key=lambda h: h.since)
+        return msgspec.json.encode(
             {
                 "v": 1,
-                "alert_id": alert.alert_id,
-                "state": state,
-                "name": alert.name,
-                "zone": alert.zone,
-                "since": alert.since,
+                "alerts": [
+                    {"alert_id": h.alert_id, "name": h.name, "zone": h.zone, "since": h.since}
+                    for h in alerts
+                ],
             }
         )
-        for publish in self.on_alert:
-            publish(alert.alert_id, payload)
+
+    def recheck(self, now: float) -> None:
+        """Once a second: consents also change through HQ's stream (or expire); what waits on
+        a consent that no longer allows it is withdrawn here."""
+        for shopper_id in {h.shopper_id for h in self.help.values()}:
+            if not self.consent(shopper_id).allows(Purpose.STAFF_ASSIST, now):
+                self._withdraw_help(shopper_id)
+        for shopper_id in self.phone.shoppers():
+            consent = self.consent(shopper_id)
+            if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, now):
+                self.phone.cancel(shopper_id)
 
 
 def _refused(exc: Exception) -> Exception:
@@ -680,6 +721,32 @@ def _take_link_op(db: Database, code: str, now: float) -> Callable[[Any], str | 
         return str(entry["shopper_id"])
 
     return take
+
+
+def _sweep_links_op(db: Database, now: float) -> Callable[[Any], int]:
+    """Drop link codes that expired unused."""
+
+    def sweep(txn: Any) -> int:
+        handle = db.handle("tokens")
+        doomed: list[bytes] = []
+        with txn.cursor(db=handle) as cursor:
+            found = cursor.set_range(_LINK_PREFIX)
+            while found:
+                key = bytes(cursor.key())
+                if not key.startswith(_LINK_PREFIX):
+                    break
+                try:
+                    expired = msgspec.json.decode(bytes(cursor.value()))["expires_at"] <= now
+                except (msgspec.DecodeError, KeyError, TypeError):
+                    expired = True  # unreadable: of no use to anyone
+                if expired:
+                    doomed.append(key)
+                found = cursor.next()
+        for key in doomed:
+            txn.delete(key, db=handle)
+        return len(doomed)
+
+    return sweep
 
 
 def _resolver_key_op(db: Database) -> Callable[[Any], bytes]:

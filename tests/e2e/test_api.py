@@ -4,11 +4,15 @@ opt-in, tokens, consents in force before the answer, the phone, why, export and 
 from __future__ import annotations
 
 import asyncio
+import json
+import queue
 import time
 from typing import Any
 
 import msgspec
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from beacons.eid import beacon_identity_key, eid_for_time, generate_resolver_keypair
 from firmware_sim.scenario import demo_records
@@ -393,3 +397,77 @@ async def test_kiosk_pages_and_streams_need_that_kiosks_token(
         await served.gateway.shoppers.revoke_subject("kiosk", "kiosk-1")
         gone = await client.get("/kiosk/kiosk-1/offer", headers=screen)
         assert gone.status_code == 401 and gone.json()["error"] == "token_revoked"
+
+
+class AlertWatcher:
+    """A staff device: follows the retained staff alert state on the store broker."""
+
+    def __init__(self, port: int) -> None:
+        self.states: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5
+        )
+        self._client.on_message = lambda _c, _u, msg: self.states.put(json.loads(msg.payload))
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe("moments/v1/store-1/staff/alerts", qos=1)
+        self._client.loop_start()
+
+    def until(self, check: Any, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.states.get(timeout=max(0.01, deadline - time.monotonic()))
+            if check(state):
+                return state
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+async def test_staff_alerts_show_only_a_name_and_go_when_consent_does(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        watcher = AlertWatcher(broker.port)
+        try:
+            # Published at start, empty: whatever an earlier run left retained is cleared.
+            await asyncio.to_thread(watcher.until, lambda s: s == {"v": 1, "alerts": []})
+            _shopper, token = await linked_alice(served, EVERYTHING)
+            await at_the_coffee_kiosk(served, token)
+            asked = await served.client.post("/v1/me/help", headers=bearer(token))
+            assert asked.status_code == 202 and asked.json()["zone"] == "coffee"
+            state = await asyncio.to_thread(watcher.until, lambda s: len(s["alerts"]) == 1)
+            [alert] = state["alerts"]
+            # Only what staff_assist allows: a name, the zone, since when. No id, no segments.
+            assert set(alert) == {"alert_id", "name", "zone", "since"}
+            assert alert["name"] == "Alice" and alert["zone"] == "coffee"
+            staff, _ = await served.gateway.shoppers.issue("staff", "staff-7")
+            listed = await served.client.get("/v1/staff/alerts", headers=bearer(staff))
+            assert [a["name"] for a in listed.json()["alerts"]] == ["Alice"]
+            await served.client.put(
+                "/v1/me/consents",
+                json={"purposes": {"staff_assist": {"granted": False}}},
+                headers=bearer(token),
+            )
+            assert served.gateway.shoppers.help == {}
+            await asyncio.to_thread(watcher.until, lambda s: s["alerts"] == [])
+        finally:
+            watcher.close()
+
+
+async def test_housekeeping_drops_expired_revocations_and_unused_link_codes(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        shoppers = served.gateway.shoppers
+        await served.gateway.writer.write(served.gateway.db.put_op(demo_records(time.time())))
+        _token, old = shoppers.tokens.issue(
+            "shopper", "shopper-bob", now=time.time() - 120, ttl_s=60
+        )
+        await shoppers.revoke(old)
+        code, _ = await shoppers.link_code("shopper-bob", ttl_s=0.01)
+        await asyncio.sleep(0.05)
+        dropped = await shoppers.housekeeping()
+        assert dropped["revocations"] == 1 and dropped["link_codes"] == 1
+        late = await served.client.post("/v1/register", json={"link_code": code})
+        assert late.status_code == 422

@@ -34,6 +34,7 @@ from gateway.consents import (
     record_decision_in,
     refusal,
     set_preferences_op,
+    sweep_counters_op,
     validate_preferences,
 )
 from gateway.errors import PayloadError, StoreError
@@ -584,3 +585,17 @@ async def test_counters_count_per_shopper_name_and_window(db: Database, writer: 
     assert raw == (3).to_bytes(8, "big")
     with pytest.raises(RefusedChange):
         counter(db, "s1", "ph\x00one", "w")
+
+
+def test_sweep_drops_only_counters_of_windows_long_over(db: Database) -> None:
+    now = NOW  # 2026-11-22, 20:16 UTC
+    windows = ["day:2026-11-10", "day:2026-11-21", f"visit:{int(now - 5 * 86_400)}"]
+    windows += [f"visit:{int(now - 3600)}", "campaign:x"]
+    for window in windows:
+        run(db, lambda txn, w=window: bump_counter_in(txn, db, "s1", "phone", w))
+    assert run(db, sweep_counters_op(db, now)) == 2
+    assert set(counters(db, "s1")) == {
+        ("phone", "day:2026-11-21"),
+        ("phone", f"visit:{int(now - 3600)}"),
+        ("phone", "campaign:x"),
+    }

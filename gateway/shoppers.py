@@ -212,7 +212,11 @@ class Shoppers:
         else:
             shopper_id = f"app-{secrets.token_hex(8)}"
             profile = ProfileRecord(
-                shopper_id=shopper_id, first_name=first_name, nickname=nickname, locale=locale
+                shopper_id=shopper_id,
+                first_name=first_name,
+                nickname=nickname,
+                locale=locale,
+                origin="store",
             )
             await self._writer.write(self._db.put_op([profile]))
         record = await self.change_consents(

@@ -53,6 +53,9 @@ class ProfileRecord(_Record, tag="profile", frozen=True, kw_only=True):
     segments: list[str] = msgspec.field(default_factory=list)
     locale: str = "en"
     greet_on_kiosk: bool = False
+    # "store": created here (the shopper opted in through the app) and not yet known to HQ,
+    # so a snapshot of HQ's profiles or consents that leaves it out does not delete it.
+    origin: Literal["hq", "store"] = "hq"
 
 
 class PurposeState(msgspec.Struct, frozen=True, kw_only=True):

@@ -447,8 +447,9 @@ class ApplyOp:
             # Delete what the snapshot leaves out; what it lists is merged with the live
             # record (store-owned profile fields, consent rules), as a delta would be.
             listed = {table_and_key(record)[1] for record in new}
+            local = self._store_owned(w)
             for key, _value in w.scan(table):
-                if key not in listed:
+                if key not in listed and key not in local:
                     w.delete(table, key)
             if self.stream == "consents":
                 self._db.bump_identity_generation(w.txn)
@@ -456,6 +457,16 @@ class ApplyOp:
             w.clear(table)
         for record in new:
             self._put(w, record)
+
+    def _store_owned(self, w: _Txn) -> set[bytes]:
+        """Shoppers who opted in on this store and whom HQ may not know yet (a snapshot
+        older than their registration must not delete them)."""
+        owned: set[bytes] = set()
+        for key, raw in w.scan("profiles"):
+            profile = codec.decode_as(ProfileRecord, raw)
+            if profile.origin == "store":
+                owned.add(key)
+        return owned
 
     def _swap_keys(self, w: _Txn, new: Sequence[codec.Record]) -> None:
         old = [codec.decode_as(HqKeyRecord, raw) for _key, raw in w.scan("keyring")]

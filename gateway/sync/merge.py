@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 HQ_PROFILE_FIELDS: Final[frozenset[str]] = frozenset(
-    {"first_name", "nickname", "segments", "locale", "greet_on_kiosk"}
+    {"first_name", "nickname", "segments", "locale", "greet_on_kiosk", "origin"}
 )
 """The profile fields HQ owns (HQ's value replaces the store's); every other field but the
 key is the store's and is kept."""

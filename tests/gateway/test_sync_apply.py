@@ -464,6 +464,27 @@ async def test_a_profile_snapshot_merges_and_respects_tombstones(store: Store, h
     assert store.applier.counts().skipped == {("profiles", "erased"): 1}
 
 
+async def test_a_snapshot_keeps_shoppers_who_opted_in_here_until_hq_lists_them(
+    store: Store, hq: Hq
+) -> None:
+    """A shopper registered through the store's app is not in an HQ snapshot made before HQ
+    heard of them: the snapshot must not delete them. Once HQ lists them, they are HQ's."""
+    local = ProfileRecord(shopper_id="app-1", first_name="Dana", origin="store")
+    await store.writer.write(store.db.put_op([local, ConsentRecord(shopper_id="app-1")]))
+    for message in hq.snapshot("profiles", "p1", [[ProfileRecord(shopper_id="s1")]], 3):
+        await store.deliver(message)
+    assert store.db.profile("app-1") == local
+    assert await store.deliver(hq.put("profiles", ProfileRecord(shopper_id="app-1"), seq=4)) == (
+        "applied"
+    )
+    held = store.db.profile("app-1")
+    assert held is not None and held.origin == "hq"
+    later = hq.snapshot("profiles", "p2", [[ProfileRecord(shopper_id="s1")]], 7, start=5)
+    for message in later:
+        await store.deliver(message)
+    assert store.db.profile("app-1") is None
+
+
 async def test_config_stream_stores_the_body(store: Store, hq: Hq) -> None:
     body = {"op": "put", "records": [{"name": "quiet_hours", "value": [22, 7]}]}
     assert await store.deliver(hq.send("config", body)) == "applied"

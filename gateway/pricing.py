@@ -143,9 +143,13 @@ class ComeNow:
             raise ValueError(f"max_discount_pct must be from 0 to 100, got {pct!r}")
         if not (math.isfinite(self.full_for_s) and self.full_for_s >= 0):
             raise ValueError(f"full_for_s must be finite and >= 0, got {self.full_for_s!r}")
-        if not (math.isfinite(self.gone_after_s) and self.gone_after_s >= self.full_for_s):
+        if not (
+            math.isfinite(self.gone_after_s)
+            and self.gone_after_s >= self.full_for_s
+            and self.gone_after_s > 0  # a discount gone at its own trigger was never offered
+        ):
             raise ValueError(
-                f"gone_after_s must be finite and >= full_for_s ({self.full_for_s!r}), "
+                f"gone_after_s must be finite, > 0 and >= full_for_s ({self.full_for_s!r}), "
                 f"got {self.gone_after_s!r}"
             )
 

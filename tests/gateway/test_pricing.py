@@ -116,7 +116,7 @@ def curves(draw: st.DrawFn) -> ComeNow:
             )
         ),
         full_for_s=full,
-        gone_after_s=full + draw(st.floats(min_value=0, max_value=86_400)),
+        gone_after_s=full + draw(st.floats(min_value=0, max_value=86_400)) or 1.0,
     )
 
 

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.config import Config, load_config
 from tests.support.broker import Broker, free_port
 from tests.support.peers import Publisher
+
+# Property tests are deterministic by default, so a run of ./scripts/test is reproducible
+# and CI never fails on a case no one can replay; HYPOTHESIS_PROFILE=explore draws new cases
+# (a counterexample it finds is printed with its reproduce blob, to be pinned with @example).
+settings.register_profile("repeatable", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "moments.example.toml"

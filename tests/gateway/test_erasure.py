@@ -266,6 +266,7 @@ async def test_export_holds_everything_but_key_bytes(db: Database, writer: Write
         "segments": ["tea"],
         "locale": "en",
         "greet_on_kiosk": False,
+        "origin": "hq",
     }
     purposes = data["consent"]["purposes"]
     assert set(purposes) == {

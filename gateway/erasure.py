@@ -197,8 +197,8 @@ def export(db: Database, shopper_id: str) -> dict[str, Any]:
         ],
         "identities": {
             "beacons": [{"kind": key.partition(":")[0], "id": key} for key in beacons],
-            # A key's bytes never leave the store. The key records carry no registration
-            # time, so none can be given.
+            # A key's bytes never leave the store: only its kind and when it was registered
+            # (null for a key registered before registration times were kept).
             "keys": [
                 {"kind": kind, "registered": True, "registered_at": _registered_at(raw)}
                 for kind, raw in keys.items()

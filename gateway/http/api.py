@@ -142,31 +142,40 @@ def routes(endpoints: Sequence[Endpoint]) -> list[Route]:
 def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     async def dispatch(request: Request) -> Response:
         endpoint = methods[request.method]
-        try:
-            return await _serve(endpoint, request)
-        except AuthError as exc:
-            return error_response(exc.code, str(exc), exc.status)
-        except ApiError as exc:
-            return error_response(exc.code, str(exc), exc.status, retry_after=exc.retry_after)
-        except StoreError as exc:
-            log.error(
-                "store unavailable for a request", extra={"path": endpoint.path, "error": str(exc)}
-            )
-            return error_response(
-                "unavailable", "the store is unavailable; try again", 503, retry_after=5
-            )
-        except Exception:
-            log.exception("request failed", extra={"path": endpoint.path})
-            return error_response("internal", "the gateway failed on this request", 500)
+        response = await _answer(endpoint, request)
+        requests = request.state.gateway.metrics.api_requests
+        label = f"{endpoint.method} {endpoint.path}"
+        requests.labels(endpoint=label, status=response.status_code).inc()
+        return response
 
     return dispatch
+
+
+async def _answer(endpoint: Endpoint, request: Request) -> Response:
+    try:
+        return await _serve(endpoint, request)
+    except AuthError as exc:
+        return error_response(exc.code, str(exc), exc.status)
+    except ApiError as exc:
+        return error_response(exc.code, str(exc), exc.status, retry_after=exc.retry_after)
+    except StoreError as exc:
+        log.error(
+            "store unavailable for a request", extra={"path": endpoint.path, "error": str(exc)}
+        )
+        return error_response(
+            "unavailable", "the store is unavailable; try again", 503, retry_after=5
+        )
+    except Exception:
+        log.exception("request failed", extra={"path": endpoint.path})
+        return error_response("internal", "the gateway failed on this request", 500)
 
 
 async def _serve(endpoint: Endpoint, request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     path = {p.name: str(request.path_params.get(p.name, "")) for p in endpoint.params}
     claims = _authenticate(endpoint, request, gateway)
-    key = f"t:{claims.jti}" if claims is not None else f"a:{_client(request)}"
+    # Per subject, not per token: refreshing a token does not refill the bucket.
+    key = f"t:{claims.role}:{claims.subject}" if claims is not None else f"a:{_client(request)}"
     limiter = gateway.shoppers.limiter_for(endpoint.who)
     wait = limiter.check(key, gateway.clock.monotonic())
     if wait is not None:

@@ -15,7 +15,8 @@ database        key                   value
 ``offers``      offer id              :class:`OfferRecord`
 ``identities``  beacon identity key   :class:`IdentityRecord` (see ``gateway.identity``)
 ``keys``        ``eid:``/``irk:`` id  :class:`EidKeyRecord`, :class:`IrkRecord`
-``meta``        name                  raw bytes (schema version, clocks, watermarks)
+``meta``        name                  raw bytes (schema version, clocks, watermarks, the
+                                      app-token secret, the EID resolver's private key)
 ``sync``        stream name           last applied sequence and state (``gateway/sync``)
 ``keyring``     key id                trusted HQ signing keys
 ``staging``     snapshot/stream/id    snapshot items waiting for their ``snapshot_end``
@@ -26,7 +27,8 @@ database        key                   value
 ``preferences`` shopper id            the shopper's contact preferences
 ``decisions``   shopper/hlc           decision records (what was chosen and why)
 ``counters``    shopper/name/window   caps: messages per visit and per day
-``tokens``      ``jti:``/``gen:`` ids revoked tokens and per-subject token generations
+``tokens``      ``jti:``/``gen:``/``link:`` revoked tokens, per-subject token generations,
+                                      one-time link codes (hashed)
 ==============  ====================  ===========================================
 
 A put of a shopper's profile, consent, keys or identities is a no-op while a

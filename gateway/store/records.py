@@ -128,6 +128,12 @@ class EidKeyRecord(_Record, tag="eid_key", frozen=True, kw_only=True):
     epoch_offset: float = 0.0
     registered_at: float = 0.0  # 0: before registration times were kept
 
+    def __repr__(self) -> str:  # never the key in a log line or a traceback
+        return (
+            f"EidKeyRecord(shopper_id={self.shopper_id!r}, identity_key=<hidden>, "
+            f"exponent={self.exponent})"
+        )
+
 
 class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
     """The identity resolving key of a shopper's phone (Bluetooth privacy)."""
@@ -135,6 +141,9 @@ class IrkRecord(_Record, tag="irk", frozen=True, kw_only=True):
     shopper_id: str
     irk: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
     registered_at: float = 0.0  # 0: before registration times were kept
+
+    def __repr__(self) -> str:  # never the key in a log line or a traceback
+        return f"IrkRecord(shopper_id={self.shopper_id!r}, irk=<hidden>)"
 
 
 class TemplateRecord(_Record, tag="template", frozen=True, kw_only=True):

@@ -14,7 +14,9 @@ from gateway.errors import StoreError
 from gateway.store import (
     ConsentRecord,
     Database,
+    EidKeyRecord,
     IdentityRecord,
+    IrkRecord,
     OfferRecord,
     ProfileRecord,
     Purpose,
@@ -127,3 +129,11 @@ def test_writer_must_be_started(tmp_path: Path) -> None:
     db = Database(tmp_path / "store", map_size=1 << 20)
     with pytest.raises(StoreError, match="not running"):
         Writer(db).submit(lambda txn: None)
+
+
+def test_key_records_never_show_their_key() -> None:
+    eid = EidKeyRecord(shopper_id="s1", identity_key=bytes(range(16)), exponent=10)
+    irk = IrkRecord(shopper_id="s1", irk=bytes(range(16, 32)))
+    for record, key in ((eid, eid.identity_key), (irk, irk.irk)):
+        for text in (repr(record), str(record), f"{record}"):
+            assert key.hex() not in text and repr(key) not in text and "<hidden>" in text

@@ -124,7 +124,8 @@ class Registered(_Body, frozen=True):
 class IssueToken(_Body, frozen=True):
     role: Literal["kiosk", "staff", "admin"]
     subject: Id
-    ttl_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] | None = None
+    # At least 0.001 days (86.4 s): a token lives at least a second, a tinier one cannot be made.
+    ttl_days: Annotated[float, msgspec.Meta(ge=0.001, le=3650)] | None = None
 
 
 class IssuedToken(_Body, frozen=True):

@@ -458,6 +458,7 @@ ENDPOINTS: Final = (
         body=IssueToken,
         answer=IssuedToken,
         status=201,
+        errors=(404,),
         tags=("admin",),
     ),
     Endpoint(
@@ -479,6 +480,7 @@ ENDPOINTS: Final = (
         body=LinkCodeRequest,
         answer=LinkCode,
         status=201,
+        errors=(404,),
         tags=("admin",),
     ),
 )

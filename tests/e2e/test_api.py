@@ -15,6 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from beacons.eid import beacon_identity_key, eid_for_time, generate_resolver_keypair
+from beacons.presence import ZoneEntered
 from firmware_sim.scenario import demo_records
 from gateway.config import Config, TrustedKeyConfig
 from gateway.http.v1 import ENDPOINTS
@@ -471,3 +472,37 @@ async def test_housekeeping_drops_expired_revocations_and_unused_link_codes(
         assert dropped["revocations"] == 1 and dropped["link_codes"] == 1
         late = await served.client.post("/v1/register", json={"link_code": code})
         assert late.status_code == 422
+
+
+async def test_phone_messages_respect_the_shoppers_caps_and_quiet_hours(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        shopper, token = await linked_alice(served, EVERYTHING)
+        shoppers = served.gateway.shoppers
+
+        async def arrive(zone: str, t: float) -> None:
+            shoppers.on_presence(ZoneEntered(subject=shopper, zone=zone, t=t, rssi=-50.0))
+            await asyncio.sleep(0.2)  # the decision's write, then the queue
+
+        prefs = {"max_per_visit": 1, "max_per_day": 2, "quiet_hours": None}
+        assert (
+            await served.client.put("/v1/me/preferences", json=prefs, headers=bearer(token))
+        ).json() == prefs
+        now = time.time() // 86_400 * 86_400 + 10 * 3600  # 10:00 UTC today: one whole day
+        await arrive("entrance", now)
+        await arrive("coffee", now + 1)  # same visit: the visit's one message is used up
+        assert len(shoppers.phone.peek(shopper)) == 1
+        await arrive("coffee", now + 3600)  # a new visit, the day's second message
+        await arrive("entrance", now + 7200)  # a third visit: the day's limit holds
+        taken = (await served.client.get("/v1/me/messages", headers=bearer(token))).json()
+        assert len(taken["messages"]) == 2
+        assert shoppers.phone.peek(shopper) == []
+        # Quiet hours from 10 to 11 (store time is UTC here), two days on (fresh caps).
+        hour = 10
+        quiet = {"max_per_visit": None, "max_per_day": None, "quiet_hours": [hour, (hour + 1) % 24]}
+        await served.client.put("/v1/me/preferences", json=quiet, headers=bearer(token))
+        await arrive("coffee", now + 2 * 86_400)
+        assert shoppers.phone.peek(shopper) == []
+        await arrive("coffee", now + 2 * 86_400 + 3600)  # the hour after: not quiet
+        assert len(shoppers.phone.peek(shopper)) == 1

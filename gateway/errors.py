@@ -11,7 +11,10 @@ boundary catches a third-party type.
     ├── LinkError              an MQTT link could not be set up or used
     │   └── LinkDownError      a publish was attempted while the link is down
     ├── PayloadError           an untrusted input was rejected; carries a short ``reason``
-    │   └── NodeMessageError   a scanner-node message failed validation
+    │   ├── NodeMessageError   a scanner-node message failed validation
+    │   ├── SyncError          an HQ message or receipt was rejected (gateway.sync.envelope)
+    │   ├── RefusedChange      a change to a shopper's data was refused (gateway.consents)
+    │   └── RuleError          an offer's audience rule failed validation (gateway.rules)
     ├── AuthError              credentials refused; carries a stable ``code`` and HTTP status
     ├── ApiError               an API request refused for what it asks (code, HTTP status)
     └── RenderError            a template failed to render

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "Caps",
+    "Channel",
+    "ComeNowTerms",
     "ConsentEntry",
     "ConsentRecord",
     "DecisionRecord",
@@ -28,6 +31,9 @@ __all__ = [
     "SyncState",
     "TemplateRecord",
     "Tombstone",
+    "Trigger",
+    "TriggerKind",
+    "Variant",
 ]
 
 
@@ -89,7 +95,54 @@ class ConsentRecord(_Record, tag="consent", frozen=True, kw_only=True):
         return state is not None and state.active(now)
 
 
+Channel = Literal["kiosk", "phone"]
+TriggerKind = Literal["entered", "dwell", "near_kiosk", "app_open", "signal"]
+_Hour = Annotated[int, msgspec.Meta(ge=0, le=24)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A moment an offer is for: ``on`` what, optionally in which ``zone``, after dwelling at
+    least ``min_dwell_s``, or on which device ``signal`` (e.g. ``restocked:sku-123``)."""
+
+    on: TriggerKind
+    zone: str | None = None
+    min_dwell_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
+    signal: str | None = None
+
+
+class Caps(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How often an offer may be shown: to one shopper per ``window_s`` and per visit, in the
+    whole store per day, and in total (``budget``). ``None``: no such cap."""
+
+    per_shopper: _Count | None = None
+    window_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)] = 86_400.0
+    per_visit: _Count | None = None
+    global_per_day: _Count | None = None
+    budget: _Count | None = None
+
+
+class ComeNowTerms(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A "come now" discount off the regular price: full for ``full_for_s`` after the
+    trigger, then shrinking to nothing at ``gone_after_s`` (``gateway.pricing.ComeNow``)."""
+
+    max_discount_pct: Annotated[float, msgspec.Meta(ge=0, le=100)]
+    full_for_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
+    gone_after_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 1800.0
+
+
+class Variant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The offer's words in another language."""
+
+    title: str
+    body: str = ""
+
+
 class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
+    """An offer or a content card from HQ. Everything after ``generic`` arrived with the
+    decision engine; its defaults keep an older record what it was (any channel, any moment,
+    everyone in its ``segments``, no caps)."""
+
     offer_id: str
     version: int = 1
     title: str
@@ -103,6 +156,19 @@ class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
     valid_until: float | None = None  # None: no end (JSON has no infinity)
     template_id: str = "offer"
     generic: bool = False
+    kind: Literal["offer", "tip", "review", "social_proof"] = "offer"
+    campaign: str = ""  # the holdout's unit; empty: the offer id
+    channels: list[Channel] = msgspec.field(default_factory=lambda: ["kiosk", "phone"])
+    dayparts: list[tuple[_Hour, _Hour]] = msgspec.field(default_factory=list)
+    triggers: list[Trigger] = msgspec.field(default_factory=list)
+    audience: Any = True  # a rule of gateway.rules, compiled when the offer arrives
+    purposes: list[str] = msgspec.field(default_factory=list)
+    caps: Caps = msgspec.field(default_factory=Caps)
+    stock_skus: list[str] = msgspec.field(default_factory=list)
+    value: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 1.0
+    holdout: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    come_now: ComeNowTerms | None = None
+    locales: dict[str, Variant] = msgspec.field(default_factory=dict)
 
     def valid_at(self, now: float) -> bool:
         return self.valid_from <= now and (self.valid_until is None or now < self.valid_until)

@@ -1,36 +1,392 @@
-"""Deciding what a kiosk shows: a pure function of the shopper, their consent, the offers and
-the time. No I/O; the caller reads the store and passes the records in.
+"""The decision engine: what a screen or a phone shows for a moment, and why (no I/O).
 
-The foundation's single rule, applied in this order, each step keeping its reason:
+One decision, in this order, every step keeping the first reason that stopped something:
 
-1. a standing "no marketing" objection overrides everything: no offer at all, not even the
-   generic one, while that shopper is at the kiosk;
-2. no shopper, or no active ``presence`` consent: generic content;
-3. without ``personalization`` *and* ``kiosk_display``: generic content (nothing personal may
-   appear on a shared screen);
-4. otherwise the valid offer of highest priority whose audience segments meet the shopper's
-   (an offer with no segments is for everyone), ties broken by offer id;
-5. no such offer: generic content.
+1. **The shopper's standing choices** (:func:`gate`): a "no marketing" objection shows no
+   offer at all; no shopper, no ``presence``, no ``personalization``, no profile, and on a
+   shared screen no ``kiosk_display`` (on a phone no ``phone_messages``) leave only generic
+   content; the shopper's own quiet hours and limits (the caller's ``held``) come next.
+2. **Eligibility, offer by offer** (:func:`first_refusal`): channel, validity window,
+   daypart, trigger, the purposes the offer needs, its audience (the old ``segments`` list and
+   the compiled rule of ``gateway.rules``), stock by the latest shelf signal, the holdout (a
+   deterministic share of shoppers who are the offer's control group), and its caps (per
+   shopper in a window, per visit, for the store per day, in total). Each refused offer is
+   recorded with the first rule that refused it.
+3. **Ranking**: HQ's ``priority`` is a tier; within the top tier, expected value: the offer's
+   ``value`` times a propensity draw (``scores``: Thompson samples of ``gateway.learning``,
+   drawn once per moment by the caller so that every channel sees the same order).
+4. **Arbitration**: at most ``max_items`` per screen.
 
-Generic content is the valid ``generic`` offer of highest priority, or the house welcome.
+Nothing personal is decided without the purposes that allow it, and generic content (an offer
+marked ``generic``, or the house welcome) is what is left otherwise. Offers arrive as
+:class:`LiveOffer` (their audience rule compiled once, :func:`live_offer`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
+from gateway.learning import in_holdout
+from gateway.rules import EVERYONE, Context, Rule, RuleError, compile_rule
 from gateway.store import ConsentRecord, OfferRecord, ProfileRecord, Purpose
+from gateway.store.records import Channel, Trigger, TriggerKind
 
-__all__ = ["KioskDecision", "PhoneDecision", "decide_for_kiosk", "decide_for_phone"]
+__all__ = [
+    "CHECKS",
+    "Decision",
+    "Facts",
+    "KioskDecision",
+    "LiveOffer",
+    "Moment",
+    "PhoneDecision",
+    "decide",
+    "decide_for_kiosk",
+    "decide_for_phone",
+    "first_refusal",
+    "gate",
+    "live_offer",
+]
+
+_PERSONAL_ON: dict[Channel, tuple[Purpose, ...]] = {
+    "kiosk": (Purpose.PRESENCE, Purpose.PERSONALIZATION, Purpose.KIOSK_DISPLAY),
+    "phone": (Purpose.PERSONALIZATION, Purpose.PHONE_MESSAGES),
+}
+_GATE_REASON: dict[Purpose, str] = {
+    Purpose.PRESENCE: "no presence consent",
+    Purpose.PERSONALIZATION: "personalization not granted",
+    Purpose.KIOSK_DISPLAY: "kiosk display not granted",
+    Purpose.PHONE_MESSAGES: "phone messages not granted",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class KioskDecision:
+class Moment:
+    """What happened: the trigger, where, and the store's local time."""
+
+    trigger: TriggerKind = "entered"
+    zone: str | None = None
+    kiosk: str | None = None
+    dwell_s: float = 0.0
+    signal: str | None = None
+    hour: int = 12
+    weekday: int = 0
+    minute_of_day: int = 720
+    visits_today: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOffer:
+    """An offer as the engine uses it: its record and its compiled audience rule."""
+
+    record: OfferRecord
+    audience: Rule = EVERYONE
+
+    @property
+    def offer_id(self) -> str:
+        return self.record.offer_id
+
+    @property
+    def campaign(self) -> str:
+        return self.record.campaign or self.record.offer_id
+
+
+def live_offer(record: OfferRecord) -> LiveOffer:
+    """The offer with its audience compiled; ``RuleError`` names what is wrong with it."""
+    return LiveOffer(record, compile_rule(record.audience))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to show (``offers``, best first; ``offer`` the first or None) and why, with every
+    offer left out and the first rule that left it out."""
+
     shopper_id: str | None
     offer: OfferRecord | None
     personal: bool
     reason: str
+    offers: tuple[OfferRecord, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()
+    held_out: tuple[str, ...] = field(default=())
+
+
+KioskDecision = Decision
+PhoneDecision = Decision
+
+
+def gate(
+    now: float,
+    channel: Channel,
+    shopper_id: str | None,
+    profile: ProfileRecord | None,
+    consent: ConsentRecord | None,
+) -> tuple[bool | None, str]:
+    """The shopper's standing choices: ``(None, why)`` nothing at all; ``(False, why)``
+    generic content only; ``(True, "")`` personal offers may be considered."""
+    if consent is not None and consent.no_marketing:
+        return None, "shopper objects to marketing"
+    if channel == "phone" and (consent is None or not consent.allows(Purpose.PHONE_MESSAGES, now)):
+        return None, "phone messages not granted"
+    if shopper_id is None:
+        return False, "nobody opted in is at the kiosk"
+    if consent is None:
+        return False, "no presence consent" if channel == "kiosk" else "personalization not granted"
+    for purpose in _PERSONAL_ON[channel]:
+        if not consent.allows(purpose, now):
+            return False, _GATE_REASON[purpose]
+    if profile is None:
+        return False, "no profile"
+    return True, ""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What one decision knows, for the eligibility rules. ``counts`` holds what the caps
+    count: ``visit:<id>`` and ``window:<id>`` (this shopper), ``day:<id>`` and ``total:<id>``
+    (the store)."""
+
+    now: float
+    channel: Channel
+    rules: Context
+    moment: Moment | None = None
+    shopper_id: str | None = None
+    consent: ConsentRecord | None = None
+    stock: Callable[[str], bool | None] | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+Check = Callable[[OfferRecord, LiveOffer, Facts], "str | None"]
+
+
+def _channel(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    return None if f.channel in r.channels else "channel"
+
+
+def _window(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    return None if r.valid_at(f.now) else "window"
+
+
+def _daypart(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    if not r.dayparts or f.moment is None:
+        return None
+    hour = f.moment.hour
+    return None if any(_in_daypart(hour, a, b) for a, b in r.dayparts) else "daypart"
+
+
+def _trigger(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    if not r.triggers or f.moment is None:
+        return None
+    moment = f.moment
+    return None if any(_matches(t, moment) for t in r.triggers) else "trigger"
+
+
+def _purposes(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    for name in r.purposes:
+        if f.consent is None or not f.consent.allows(Purpose(name), f.now):
+            return f"consent:{name}"
+    return None
+
+
+def _segments(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    if not r.segments or r.generic:
+        return None
+    mine = f.rules.segments
+    return "segments" if mine is None or mine.isdisjoint(r.segments) else None
+
+
+def _audience(_r: OfferRecord, o: LiveOffer, f: Facts) -> str | None:
+    return None if o.audience(f.rules) else "audience"
+
+
+def _stock(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    known = f.stock
+    if known is None or not any(known(sku) is False for sku in r.stock_skus):
+        return None
+    return "stock"
+
+
+def _holdout(r: OfferRecord, o: LiveOffer, f: Facts) -> str | None:
+    if not r.holdout or f.shopper_id is None or r.generic:
+        return None
+    return "holdout" if in_holdout(f.shopper_id, o.campaign, r.holdout) else None
+
+
+def _caps(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
+    caps, seen, oid = r.caps, f.counts, r.offer_id
+    for cap, name, why in (
+        (caps.per_visit, f"visit:{oid}", "cap:per_visit"),
+        (caps.per_shopper, f"window:{oid}", "cap:per_shopper"),
+        (caps.global_per_day, f"day:{oid}", "cap:global_day"),
+        (caps.budget, f"total:{oid}", "cap:budget"),
+    ):
+        if cap is not None and seen.get(name, 0) >= cap:
+            return why
+    return None
+
+
+CHECKS: Final[tuple[tuple[str, Check], ...]] = (
+    ("channel", _channel),
+    ("window", _window),
+    ("daypart", _daypart),
+    ("trigger", _trigger),
+    ("consent", _purposes),
+    ("segments", _segments),
+    ("audience", _audience),
+    ("stock", _stock),
+    ("holdout", _holdout),
+    ("caps", _caps),
+)
+"""The eligibility rules in the order they are tried; the first that refuses names why."""
+
+
+def first_refusal(offer: LiveOffer, facts: Facts) -> str | None:
+    """The first rule that keeps ``offer`` from this decision, or None when it is eligible."""
+    record = offer.record
+    for _name, check in CHECKS:
+        why = check(record, offer, facts)
+        if why is not None:
+            return why
+    return None
+
+
+def decide(
+    now: float,
+    channel: Channel,
+    *,
+    shopper_id: str | None,
+    profile: ProfileRecord | None,
+    consent: ConsentRecord | None,
+    offers: Sequence[LiveOffer],
+    moment: Moment | None = None,
+    scores: Mapping[str, float] | None = None,
+    stock: Callable[[str], bool | None] | None = None,
+    counts: Mapping[str, int] | None = None,
+    held: str = "",
+    max_items: int = 1,
+) -> Decision:
+    """Decide for one channel (see the module's docstring for the order)."""
+    allowed, why = gate(now, channel, shopper_id, profile, consent)
+    if allowed is None:
+        return Decision(None, None, False, why)
+    if held:  # the shopper's own quiet hours or limits
+        return Decision(None, None, False, held)
+    facts = Facts(
+        now=now,
+        channel=channel,
+        rules=_context(profile if allowed else None, channel, moment),
+        moment=moment,
+        shopper_id=shopper_id if allowed else None,
+        consent=consent,
+        stock=stock,
+        counts=counts or {},
+    )
+    rejected: list[tuple[str, str]] = []
+    held_out: list[str] = []
+    personal: list[LiveOffer] = []
+    generic: list[LiveOffer] = []
+    for offer in offers:
+        record = offer.record
+        if not record.generic and not allowed:
+            continue  # never considered: the gate's reason says why
+        refusal = first_refusal(offer, facts)
+        if refusal is not None:
+            rejected.append((record.offer_id, refusal))
+            if refusal == "holdout":
+                held_out.append(record.offer_id)
+        else:
+            (generic if record.generic else personal).append(offer)
+    chosen = _rank(personal, scores)[:max_items]
+    if chosen:
+        return Decision(
+            shopper_id,
+            chosen[0],
+            True,
+            "highest-priority offer for the shopper",
+            tuple(chosen),
+            tuple(rejected),
+            tuple(held_out),
+        )
+    if allowed:
+        why = "no offer matches the shopper"
+    fallback = _rank(generic, None)[:max_items]
+    return Decision(
+        None,
+        fallback[0] if fallback else None,
+        False,
+        why,
+        tuple(fallback),
+        tuple(rejected),
+        tuple(held_out),
+    )
+
+
+def _rank(offers: Sequence[LiveOffer], scores: Mapping[str, float] | None) -> list[OfferRecord]:
+    """Priority tier first; within it the expected value (value times the propensity draw,
+    0.5 when none was drawn); the offer id breaks ties, so equal inputs give equal output."""
+
+    def key(offer: LiveOffer) -> tuple[int, float, str]:
+        record = offer.record
+        draw = 0.5 if scores is None else scores.get(record.offer_id, 0.5)
+        return (-record.priority, -record.value * draw, record.offer_id)
+
+    return [offer.record for offer in sorted(offers, key=key)]
+
+
+def _context(profile: ProfileRecord | None, channel: Channel, moment: Moment | None) -> Context:
+    if moment is None:
+        return Context(
+            locale=None if profile is None else profile.locale,
+            segments=None if profile is None else frozenset(profile.segments),
+            greet_on_kiosk=None if profile is None else profile.greet_on_kiosk,
+            channel=channel,
+        )
+    return Context(
+        locale=None if profile is None else profile.locale,
+        segments=None if profile is None else frozenset(profile.segments),
+        greet_on_kiosk=None if profile is None else profile.greet_on_kiosk,
+        zone=moment.zone,
+        trigger=moment.trigger,
+        dwell_s=moment.dwell_s,
+        kiosk=moment.kiosk,
+        visits_today=moment.visits_today,
+        channel=channel,
+        hour=moment.hour,
+        weekday=moment.weekday,
+        minute_of_day=moment.minute_of_day,
+    )
+
+
+def _in_daypart(hour: int, start: int, end: int) -> bool:
+    """``[start, end)`` in local hours, wrapping midnight when ``end < start``."""
+    if start <= end:
+        return start <= hour < end
+    return hour >= start or hour < end
+
+
+def _matches(trigger: Trigger, moment: Moment) -> bool:
+    if trigger.on != moment.trigger and not (
+        trigger.on == "entered" and moment.trigger in ("dwell", "near_kiosk")
+    ):
+        return False
+    if trigger.zone is not None and trigger.zone != moment.zone:
+        return False
+    if trigger.min_dwell_s and moment.dwell_s < trigger.min_dwell_s:
+        return False
+    return trigger.signal is None or trigger.signal == moment.signal
+
+
+# ----- the foundation's entry points, kept for their callers -----
+
+
+def _legacy(offers: Sequence[OfferRecord]) -> list[LiveOffer]:
+    out: list[LiveOffer] = []
+    for record in offers:
+        try:
+            out.append(live_offer(record))
+        except RuleError:
+            continue  # a rule that does not compile never reaches a screen
+    return out
 
 
 def decide_for_kiosk(
@@ -39,58 +395,15 @@ def decide_for_kiosk(
     profile: ProfileRecord | None,
     consent: ConsentRecord | None,
     offers: Sequence[OfferRecord],
-) -> KioskDecision:
-    if consent is not None and consent.no_marketing:
-        return KioskDecision(None, None, False, "shopper objects to marketing")
-    if shopper_id is None:
-        return _generic(now, offers, "nobody opted in is at the kiosk")
-    if consent is None or not consent.allows(Purpose.PRESENCE, now):
-        return _generic(now, offers, "no presence consent")
-    if not consent.allows(Purpose.PERSONALIZATION, now):
-        return _generic(now, offers, "personalization not granted")
-    if not consent.allows(Purpose.KIOSK_DISPLAY, now):
-        return _generic(now, offers, "kiosk display not granted")
-    if profile is None:
-        return _generic(now, offers, "no profile")
-    best = _best_for(now, profile, offers)
-    if best is None:
-        return _generic(now, offers, "no offer matches the shopper")
-    return KioskDecision(shopper_id, best, True, "highest-priority offer for the shopper")
-
-
-def _best_for(
-    now: float, profile: ProfileRecord, offers: Sequence[OfferRecord]
-) -> OfferRecord | None:
-    """The valid personal offer of highest priority whose segments meet the shopper's."""
-    segments = set(profile.segments)
-    best: OfferRecord | None = None
-    for offer in offers:
-        if offer.generic or not offer.valid_at(now):
-            continue
-        if offer.segments and segments.isdisjoint(offer.segments):
-            continue
-        if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
-            best = offer
-    return best
-
-
-def _generic(now: float, offers: Sequence[OfferRecord], reason: str) -> KioskDecision:
-    best: OfferRecord | None = None
-    for offer in offers:
-        if not offer.generic or not offer.valid_at(now):
-            continue
-        if best is None or (offer.priority, best.offer_id) > (best.priority, offer.offer_id):
-            best = offer
-    return KioskDecision(None, best, False, reason)
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneDecision:
-    """What the shopper's phone may get now: an offer or nothing, with the first reason."""
-
-    offer: OfferRecord | None
-    personal: bool
-    reason: str
+) -> Decision:
+    return decide(
+        now,
+        "kiosk",
+        shopper_id=shopper_id,
+        profile=profile,
+        consent=consent,
+        offers=_legacy(offers),
+    )
 
 
 def decide_for_phone(
@@ -101,23 +414,19 @@ def decide_for_phone(
     *,
     quiet: bool = False,
     capped: str = "",
-) -> PhoneDecision:
-    """The phone's rules, in order: "no marketing" overrides everything; without
-    ``phone_messages`` nothing is sent to the phone; quiet hours and the shopper's own caps
-    come next; without ``personalization`` only generic content; else the kiosk's ranking."""
-    if consent is not None and consent.no_marketing:
-        return PhoneDecision(None, False, "shopper objects to marketing")
-    if consent is None or not consent.allows(Purpose.PHONE_MESSAGES, now):
-        return PhoneDecision(None, False, "phone messages not granted")
-    if quiet:
-        return PhoneDecision(None, False, "the shopper's quiet hours")
-    if capped:
-        return PhoneDecision(None, False, capped)
-    if not consent.allows(Purpose.PERSONALIZATION, now):
-        return PhoneDecision(_generic(now, offers, "").offer, False, "personalization not granted")
-    if profile is None:
-        return PhoneDecision(_generic(now, offers, "").offer, False, "no profile")
-    best = _best_for(now, profile, offers)
-    if best is None:
-        return PhoneDecision(_generic(now, offers, "").offer, False, "no offer matches the shopper")
-    return PhoneDecision(best, True, "highest-priority offer for the shopper")
+) -> Decision:
+    held = "the shopper's quiet hours" if quiet else capped
+    shopper_id = (
+        profile.shopper_id
+        if profile is not None
+        else (consent.shopper_id if consent is not None else None)
+    )
+    return decide(
+        now,
+        "phone",
+        shopper_id=shopper_id,
+        profile=profile,
+        consent=consent,
+        offers=_legacy(offers),
+        held=held,
+    )

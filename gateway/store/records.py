@@ -96,6 +96,9 @@ class ConsentRecord(_Record, tag="consent", frozen=True, kw_only=True):
 
 
 Channel = Literal["kiosk", "phone"]
+PurposeName = Literal[
+    "presence", "personalization", "kiosk_display", "phone_messages", "staff_assist", "analytics"
+]
 TriggerKind = Literal["entered", "dwell", "near_kiosk", "app_open", "signal"]
 _Hour = Annotated[int, msgspec.Meta(ge=0, le=24)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
@@ -162,7 +165,7 @@ class OfferRecord(_Record, tag="offer", frozen=True, kw_only=True):
     dayparts: list[tuple[_Hour, _Hour]] = msgspec.field(default_factory=list)
     triggers: list[Trigger] = msgspec.field(default_factory=list)
     audience: Any = True  # a rule of gateway.rules, compiled when the offer arrives
-    purposes: list[str] = msgspec.field(default_factory=list)
+    purposes: list[PurposeName] = msgspec.field(default_factory=list)
     caps: Caps = msgspec.field(default_factory=Caps)
     stock_skus: list[str] = msgspec.field(default_factory=list)
     value: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 1.0

@@ -437,6 +437,10 @@ class PresenceTracker:
         subj = self._subjects.get(subject)
         return None if subj is None else subj.zone
 
+    def subjects(self) -> list[str]:
+        """Every subject the tracker holds (in a zone, or being tracked towards one)."""
+        return list(self._subjects)
+
     def present_in(self, zone: str) -> list[str]:
         return [s for s, subj in self._subjects.items() if subj.zone == zone]
 

@@ -132,6 +132,10 @@ class Sensing:
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(f"{self._nodes_prefix}+/adv", 0)]
 
+    def shoppers(self) -> list[str]:
+        """The recognised shoppers presence is tracking now."""
+        return self._presence.subjects()
+
     def zone_of(self, shopper_id: str) -> str | None:
         return self._presence.zone_of(shopper_id)
 

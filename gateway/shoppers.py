@@ -675,6 +675,14 @@ class Shoppers:
             consent = self.consent(shopper_id)
             if consent.no_marketing or not consent.allows(Purpose.PHONE_MESSAGES, now):
                 self.phone.cancel(shopper_id)
+            elif not consent.allows(Purpose.PERSONALIZATION, now) and any(
+                card.personal for card in self.phone.peek(shopper_id)
+            ):
+                self.phone.cancel(shopper_id)  # personal cards need personalization
+        for shopper_id in self._sensing.shoppers():
+            if not self.consent(shopper_id).allows(Purpose.PRESENCE, now):
+                self._sensing.forget(shopper_id)
+                self._kiosks.forget(shopper_id)
 
 
 def _refused(exc: Exception) -> Exception:

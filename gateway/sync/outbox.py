@@ -93,8 +93,15 @@ def enqueue_in(  # noqa: PLR0917 - enqueue_op's arguments after the transaction
     ``at`` and ``expires_at`` are milliseconds since the epoch. Raises ``ValueError`` for an
     unknown type, a perishable consent or erasure, or an oversized event; ``TypeError`` when
     the body cannot be encoded. Either aborts the caller's whole transaction in the writer.
+
+    A perishable (analytics) event naming a shopper erased by the time it commits keeps no
+    name: the shopper's id was read before the erasure, whose transaction already took the
+    events naming them, so this one goes anonymous instead of outliving the erasure.
     """
     kind = _checked(store_id, event_type, perishable)
+    shopper = body.get("shopper")
+    if perishable and isinstance(shopper, str) and db.erased_in(txn, shopper):
+        body = {k: v for k, v in body.items() if k != "shopper"}
     sync = db.handle("sync")
     seq = _read_u64(txn, _SEQ_KEY, sync) + 1
     payload = encode_event(Event(store=store_id, seq=seq, type=kind, at=at, body=body))

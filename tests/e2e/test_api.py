@@ -506,3 +506,30 @@ async def test_phone_messages_respect_the_shoppers_caps_and_quiet_hours(
         assert shoppers.phone.peek(shopper) == []
         await arrive("coffee", now + 2 * 86_400 + 3600)  # the hour after: not quiet
         assert len(shoppers.phone.peek(shopper)) == 1
+
+
+async def test_a_withdrawal_from_hq_is_in_force_within_a_tick(
+    make_config: Any, broker: Any
+) -> None:
+    """A consent HQ withdrew arrives through the consents stream, not through this API: the
+    once-a-second recheck takes the shopper out of the zones, their queued cards and alerts."""
+    async with serve(make_config(broker.port)) as served:
+        shopper, token = await linked_alice(served, EVERYTHING)
+        gateway = served.gateway
+        await at_the_coffee_kiosk(served, token)
+        await until(lambda: gateway.sensing.zone_of(shopper) == "coffee")
+        await until(lambda: len(gateway.shoppers.phone.peek(shopper)) > 0)
+        await served.client.post("/v1/me/help", headers=bearer(token))
+        held = gateway.db.consent(shopper)
+        assert held is not None
+        withdrawn = {
+            name: msgspec.structs.replace(state, granted=False, hlc=state.hlc + 1)
+            for name, state in held.purposes.items()
+            if name in {"presence", "personalization", "staff_assist"}
+        }
+        record = msgspec.structs.replace(held, purposes={**held.purposes, **withdrawn})
+        await gateway.writer.write(gateway.db.put_op([record]))  # as HQ's stream would
+        await until(lambda: gateway.sensing.zone_of(shopper) is None, timeout=3)
+        assert gateway.shoppers.phone.peek(shopper) == []
+        assert gateway.shoppers.help == {}
+        assert gateway.hub.current("kiosk-1").personal is False

@@ -84,6 +84,7 @@ import msgspec
 
 from gateway.clock import Clock, SystemClock
 from gateway.consents import forget_in, ledger_hq_in
+from gateway.rules import RuleError, compile_rule
 from gateway.store import codec
 from gateway.store.database import (
     HQ_CONFIG_KEY,
@@ -96,6 +97,7 @@ from gateway.store.records import (
     ConsentRecord,
     HqKeyRecord,
     IdentityRecord,
+    OfferRecord,
     ProfileRecord,
     SyncState,
     Tombstone,
@@ -125,6 +127,7 @@ from gateway.sync.merge import (
     merge_profile,
     merge_tombstone,
 )
+from gateway.sync.outbox import enqueue_in
 
 __all__ = [
     "RESYNC_RESULTS",
@@ -228,8 +231,10 @@ class ApplyOp:
         "_db",
         "_issued_at",
         "_now",
+        "_store_id",
         "behind",
         "key_changes",
+        "refused",
         "seq",
         "skipped",
         "stream",
@@ -244,8 +249,10 @@ class ApplyOp:
         *,
         now: float,
         issued_at: int,
+        store_id: str = "",
     ) -> None:
         self._db = db
+        self._store_id = store_id
         self.stream: Stream = stream
         self.seq = seq
         self._body = body
@@ -253,11 +260,13 @@ class ApplyOp:
         self._issued_at = issued_at
         self.key_changes: list[tuple[str, bytes | None]] = []
         self.skipped: Counter[str] = Counter()
+        self.refused: list[tuple[str, int, str]] = []  # offers refused: id, version, why
         self.behind = False
 
     def __call__(self, txn: Any) -> OpResult:
         self.key_changes = []
         self.skipped = Counter()
+        self.refused = []
         self.behind = False
         w = _Txn(self._db, txn)
         state = w.state(self.stream)
@@ -428,8 +437,24 @@ class ApplyOp:
                 self.key_changes.append(
                     (record.key_id, record.public_key if record.status == "active" else None)
                 )
+            case OfferRecord():
+                why = _offer_refusal(record)
+                if why is not None:
+                    self._refuse(w, record, why)  # the version the store had stays
+                    return
+                w.put(record)
             case _:
                 w.put(record)
+
+    def _refuse(self, w: _Txn, offer: OfferRecord, why: str) -> None:
+        """An offer that cannot be used is not applied; HQ hears why (a ``rejection`` event
+        in the same transaction), and the stream moves on."""
+        self.skipped["invalid_offer"] += 1
+        self.refused.append((offer.offer_id, offer.version, why))
+        if self._store_id:
+            body = {"stream": "offers", "id": offer.offer_id, "version": offer.version, "why": why}
+            at_ms = round(self._now * 1000)
+            enqueue_in(w.txn, self._db, self._store_id, "rejection", body, at_ms, perishable=False)
 
     def _swap(self, w: _Txn, staged: Sequence[bytes]) -> None:
         """Replace the live records of the stream by the staged ones, in ``w``'s transaction."""
@@ -453,6 +478,16 @@ class ApplyOp:
                     w.delete(table, key)
             if self.stream == "consents":
                 self._db.bump_identity_generation(w.txn)
+        elif self.stream == "offers":
+            # An offer the snapshot brings in an unusable version keeps its live version.
+            unusable = {
+                r.offer_id.encode()
+                for r in new
+                if isinstance(r, OfferRecord) and _offer_refusal(r) is not None
+            }
+            for key, _value in w.scan(table):
+                if key not in unusable:
+                    w.delete(table, key)
         else:
             w.clear(table)
         for record in new:
@@ -482,6 +517,15 @@ class ApplyOp:
             # A key HQ no longer lists is no longer trusted.
             w.put(msgspec.structs.replace(before, status="revoked"))
             self.key_changes.append((before.key_id, None))
+
+
+def _offer_refusal(offer: OfferRecord) -> str | None:
+    """Why an offer from HQ cannot be used (its audience rule does not compile), or None."""
+    try:
+        compile_rule(offer.audience)
+    except RuleError as exc:
+        return str(exc)
+    return None
 
 
 def _abort(s: SyncState, *, stopped: bool, seen: int) -> SyncState:
@@ -573,6 +617,7 @@ class StreamApplier:
             body,
             now=self._clock.now(),
             issued_at=message.issued_at,
+            store_id=self._store_id,
         )
         return Outcome(stream=message.stream, kind=message.kind, seq=message.seq, op=op)
 
@@ -591,6 +636,11 @@ class StreamApplier:
             self._counters.messages[stream, result] += 1
         for why, n in op.skipped.items():
             self._counters.skipped[stream, why] += n
+        for offer_id, version, why in op.refused:
+            log.warning(
+                "offer from HQ refused; the previous version stays",
+                extra={"offer": offer_id, "version": version, "why": why},
+            )
         for key_id, public in op.key_changes:
             if public is None:
                 self._keyring.revoke(key_id)

@@ -52,13 +52,23 @@ __all__ = [
 ENVELOPE_VERSION: Final = 1
 STREAMS: Final = ("offers", "templates", "profiles", "consents", "keys", "config")
 KINDS: Final = ("delta", "snapshot_begin", "snapshot_item", "snapshot_end")
-EVENT_TYPES: Final = ("visit", "impression", "redemption", "consent", "erasure", "decision")
+EVENT_TYPES: Final = (
+    "visit",
+    "impression",
+    "redemption",
+    "consent",
+    "erasure",
+    "decision",
+    "rejection",
+)
 MAX_WIRE_BYTES: Final = 1 << 20
 MAX_RECEIPT_RANGES: Final = 4096
 
 Stream = Literal["offers", "templates", "profiles", "consents", "keys", "config"]
 Kind = Literal["delta", "snapshot_begin", "snapshot_item", "snapshot_end"]
-EventType = Literal["visit", "impression", "redemption", "consent", "erasure", "decision"]
+EventType = Literal[
+    "visit", "impression", "redemption", "consent", "erasure", "decision", "rejection"
+]
 _Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 _Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 

@@ -51,7 +51,7 @@ __all__ = [
     "remove_where_in",
 ]
 
-PROTECTED_TYPES: Final = frozenset({"consent", "erasure"})
+PROTECTED_TYPES: Final = frozenset({"consent", "erasure", "rejection"})
 MAX_EVENT_BYTES: Final = 1 << 16
 MAX_PENDING: Final = 4096
 

@@ -37,7 +37,8 @@ from gateway.sync.apply import (
     restore_keyring,
     sweep_tombstones_op,
 )
-from gateway.sync.envelope import Keyring, Message, ResyncRequest, seal
+from gateway.sync.envelope import Keyring, Message, ResyncRequest, decode_event, seal
+from gateway.sync.outbox import pending
 
 STORE = "store-1"
 DAY = 86_400.0
@@ -483,6 +484,29 @@ async def test_a_snapshot_keeps_shoppers_who_opted_in_here_until_hq_lists_them(
     for message in later:
         await store.deliver(message)
     assert store.db.profile("app-1") is None
+
+
+async def test_an_offer_whose_audience_does_not_compile_is_refused_and_hq_told(
+    store: Store, hq: Hq
+) -> None:
+    good = OfferRecord(offer_id="o1", title="T", audience={"in": ["vip", {"var": "segments"}]})
+    assert await store.deliver(hq.put("offers", good)) == "applied"
+    bad = msgspec.structs.replace(
+        good, version=2, audience={"==": [{"var": "profile.first_name"}, "Ann"]}
+    )
+    assert await store.deliver(hq.put("offers", bad)) == "applied"  # the stream moves on
+    [held] = store.db.offers()
+    assert held.version == 1  # the previous version stays
+    assert store.applier.counts().skipped == {("offers", "invalid_offer"): 1}
+    [event] = [decode_event(e.payload) for e in pending(store.db, 10)]
+    assert event.type == "rejection"
+    assert event.body["id"] == "o1" and event.body["version"] == 2
+    assert "profile.first_name" in event.body["why"]
+    # In a snapshot too: the live version stays, the others are swapped in.
+    snap = hq.snapshot("offers", "s1", [[bad, OfferRecord(offer_id="o2", title="U")]], 5, start=3)
+    for message in snap:
+        await store.deliver(message)
+    assert {(o.offer_id, o.version) for o in store.db.offers()} == {("o1", 1), ("o2", 1)}
 
 
 async def test_config_stream_stores_the_body(store: Store, hq: Hq) -> None:

@@ -25,6 +25,7 @@ from gateway.engine import KioskDecision, decide_for_kiosk
 from gateway.errors import RenderError, StoreError
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
+from gateway.moments import Moments
 from gateway.render import Renderer, Scalar
 from gateway.store import Database
 
@@ -107,8 +108,10 @@ class KioskDirector:
         hub: KioskHub,
         clock: Clock,
         metrics: Metrics,
-        on_view: Callable[[KioskView, str | None], None] | None = None,
+        on_view: Callable[[KioskView, str | None, KioskDecision], None] | None = None,
+        moments: Moments | None = None,
     ) -> None:
+        self._moments = moments
         self._kiosks = kiosks
         self._on_view = on_view
         self._warn = RateLimitedLog(log)
@@ -180,17 +183,24 @@ class KioskDirector:
         shopper = self.shopper_at(kiosk_id)
         profile = self._db.profile(shopper) if shopper else None
         consent = self._db.consent(shopper) if shopper else None
-        decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
+        if self._moments is not None:
+            decision = self._moments.decide(now, "kiosk", shopper, profile, consent)
+        else:
+            decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
         (self._personal if decision.personal else self._generic).inc()
         offer = decision.offer
         card: dict[str, Scalar] = {"offer_id": None}
         if offer is not None:
+            price, regular = offer.price, offer.regular_price
+            if self._moments is not None and decision.personal:
+                showing = self._moments.quote(shopper, offer, now)
+                price, regular = showing.price, showing.regular_price
             card = {
                 "offer_id": offer.offer_id,
                 "title": offer.title,
                 "body": offer.body,
-                "price": offer.price,
-                "regular_price": offer.regular_price,
+                "price": price,
+                "regular_price": regular,
                 "currency": offer.currency,
             }
         if decision.personal:
@@ -217,7 +227,7 @@ class KioskDirector:
             return
         view = self._hub.publish(kiosk_id, html, decision)
         if view is not None and self._on_view is not None:
-            self._on_view(view, decision.shopper_id)
+            self._on_view(view, self.shopper_at(kiosk_id), decision)
         if view is not None:
             log.info(
                 "kiosk content changed",

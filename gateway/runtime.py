@@ -24,12 +24,14 @@ from beacons.presence import PresenceEvent
 from gateway import __version__
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.engine import KioskDecision
 from gateway.errors import LinkError, StoreError
 from gateway.events import EventRecorder
 from gateway.fleet import BeaconAlert
 from gateway.kiosk import KioskDirector, KioskHub, KioskView
 from gateway.linkstate import LinkState
 from gateway.metrics import Metrics
+from gateway.moments import Moments
 from gateway.mqtt import MqttLink, Will
 from gateway.render import Renderer
 from gateway.sensing import Sensing
@@ -54,6 +56,11 @@ class Gateway:
         self.writer = Writer(self.db, batch=config.store.commit_batch)
         self.renderer = Renderer()
         self.hub = KioskHub([k.id for k in config.kiosks])
+        self.moments = Moments(
+            db=self.db,
+            utc_offset_h=config.api.utc_offset_h,
+            visit_gap_s=config.api.visit_gap_min * 60.0,
+        )
         self.kiosks = KioskDirector(
             kiosks=config.kiosks,
             store_name=config.store_id,
@@ -63,6 +70,7 @@ class Gateway:
             clock=self.clock,
             metrics=self.metrics,
             on_view=self._on_view,
+            moments=self.moments,
         )
         self.sensing = Sensing(
             config=config,
@@ -80,6 +88,7 @@ class Gateway:
             metrics=self.metrics,
             kiosks=self.kiosks,
             sensing=self.sensing,
+            moments=self.moments,
         )
         self.shoppers.on_alert.append(self._publish_help)
         self.radio: BleakSource | None = None
@@ -215,6 +224,7 @@ class Gateway:
         }
 
     def _on_presence(self, event: PresenceEvent) -> None:
+        self.moments.on_presence(event)  # first: the kiosk and the phone decide in it
         self.kiosks.on_presence(event)
         self.shoppers.on_presence(event)
         if self.events is not None:
@@ -233,10 +243,10 @@ class Gateway:
             return
         self.shoppers.help_dirty = False
 
-    def _on_view(self, view: KioskView, shopper: str | None) -> None:
-        self.shoppers.on_kiosk_view(view, shopper)
+    def _on_view(self, view: KioskView, shopper: str | None, decision: KioskDecision) -> None:
+        self.shoppers.on_kiosk_view(view, shopper, decision)
         if self.events is not None:
-            self.events.impression(view, shopper, self.clock.now())
+            self.events.impression(view, decision.shopper_id, self.clock.now())
 
     async def _consume(self) -> None:
         inbox = self.link.inbox

@@ -54,11 +54,12 @@ from gateway.consents import (
     set_preferences_op,
     sweep_counters_op,
 )
-from gateway.engine import PhoneDecision, decide_for_phone
+from gateway.engine import KioskDecision, PhoneDecision
 from gateway.erasure import ErasureReport, erase_shopper_op, export
 from gateway.errors import ApiError, AuthError, StoreError
 from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
+from gateway.moments import Moments
 from gateway.phone import PhoneQueue
 from gateway.ratelimit import RateLimiter
 from gateway.sensing import Sensing
@@ -132,6 +133,7 @@ class Shoppers:
         metrics: Metrics,
         kiosks: KioskDirector,
         sensing: Sensing,
+        moments: Moments | None = None,
     ) -> None:
         api = config.api
         self._config = config
@@ -141,6 +143,7 @@ class Shoppers:
         self._metrics = metrics
         self._kiosks = kiosks
         self._sensing = sensing
+        self._moments = moments or Moments(db=db, utc_offset_h=config.api.utc_offset_h)
         self._store = config.store_id
         self.hlc: HybridClock | None = None
         self._tokens: Tokens | None = None
@@ -326,6 +329,7 @@ class Shoppers:
 
         if not after.allows(Purpose.PRESENCE, now):
             self._sensing.forget(shopper_id)
+            self._moments.forget(shopper_id)
             self._kiosks.forget(shopper_id)
         if lost(*_SHOWING) or after.no_marketing:
             self._kiosks.refresh_all()
@@ -368,6 +372,7 @@ class Shoppers:
         )
         self._enqueued()
         self._sensing.forget(shopper_id)
+        self._moments.forget(shopper_id)
         self._kiosks.forget(shopper_id)
         self._kiosks.refresh_all()
         self.phone.cancel(shopper_id)
@@ -386,12 +391,20 @@ class Shoppers:
         card = await self._record(shopper_id, decision, channel="phone", bump=False)
         return [card], decision.reason
 
-    def on_kiosk_view(self, view: KioskView, shopper_id: str | None) -> None:
-        """A kiosk started showing a shopper's personal content: its decision is recorded so
-        that they can ask why (``/v1/me/offers/{id}/why``) and see it in their data."""
-        if not view.personal or shopper_id is None or view.offer_id is None or self.hlc is None:
+    def on_kiosk_view(
+        self, view: KioskView, shopper_id: str | None, decision: KioskDecision
+    ) -> None:
+        """A kiosk changed what it shows to a recognised shopper: the decision is recorded
+        (what was chosen, every offer left out and why, a held-out shopper's control
+        exposure), the showing counted for the caps and the learning, in one transaction."""
+        if shopper_id is None or self.hlc is None:
+            return
+        if not (view.personal and view.offer_id is not None) and not decision.held_out:
             return
         now = self._clock.now()
+        offer = decision.offer if view.personal else None
+        profile = self._db.profile(shopper_id)
+        shown = self._moments.shown(shopper_id, offer, now, profile) if offer else None
         record = DecisionRecord(
             decision_id=secrets.token_hex(8),
             shopper_id=shopper_id,
@@ -399,13 +412,16 @@ class Shoppers:
             hlc=self._stamp(),
             channel="kiosk",
             kiosk_id=view.kiosk_id,
-            offer_id=view.offer_id,
+            offer_id=view.offer_id if view.personal else None,
             reason=view.reason,
-            inputs={"personal": True},
+            rejected=list(decision.rejected),
+            inputs={"personal": view.personal, "held_out": list(decision.held_out)},
         )
 
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
+            if shown is not None:
+                self._moments.count_op_in(txn, *shown)
 
         try:
             future = self._writer.submit(write)
@@ -493,9 +509,8 @@ class Shoppers:
                 capped = "the shopper's daily limit is reached"
             elif counter(self._db, shopper_id, "phone", visit) >= max_visit:
                 capped = "the shopper's limit for this visit is reached"
-        return decide_for_phone(
-            now, profile, consent, self._db.offers(), quiet=quiet, capped=capped
-        )
+        held = "the shopper's quiet hours" if quiet else capped
+        return self._moments.decide(now, "phone", shopper_id, profile, consent, held=held)
 
     async def _record(
         self, shopper_id: str, decision: PhoneDecision, *, channel: str, bump: bool
@@ -511,8 +526,12 @@ class Shoppers:
             channel="phone",
             offer_id=decision.offer.offer_id,
             reason=decision.reason,
-            inputs={"personal": decision.personal},
+            rejected=list(decision.rejected),
+            inputs={"personal": decision.personal, "held_out": list(decision.held_out)},
         )
+        profile = self._db.profile(shopper_id)
+        showing = self._moments.quote(shopper_id, decision.offer, now)
+        shown = self._moments.shown(shopper_id, decision.offer, now, profile)
         local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
             hours=self._config.api.utc_offset_h
         )
@@ -535,6 +554,7 @@ class Shoppers:
             record_decision_in(txn, self._db, record)
             for window in windows:
                 bump_counter_in(txn, self._db, shopper_id, "phone", window)
+            self._moments.count_op_in(txn, *shown)
             if self._config.hq.enabled:
                 # The decision summary for HQ, in the same transaction as the record.
                 enqueue_in(txn, self._db, self._store, "decision", summary, at_ms, perishable=True)
@@ -546,8 +566,8 @@ class Shoppers:
             offer_id=offer.offer_id,
             title=offer.title,
             body=offer.body,
-            price=offer.price,
-            regular_price=offer.regular_price,
+            price=showing.price,
+            regular_price=showing.regular_price,
             currency=offer.currency,
             personal=decision.personal,
             decision_id=decision_id,

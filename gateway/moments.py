@@ -1,0 +1,329 @@
+"""Each shopper's current moment and the decision state that goes with it (event loop only).
+
+A moment starts with a presence event: entering a zone, dwelling there, coming near a kiosk
+(or, for the phone, the app asking with no presence: ``app_open``). For a moment, the
+propensity of every offer is drawn once (Thompson sampling, ``gateway.learning``) with a
+random generator seeded by the shopper and the moment, so the kiosk in front of the shopper
+and their phone rank offers the same way, and a screen re-deciding every second does not flip
+between offers: one decision per shopper per trigger, reused by every channel.
+
+What the caps count lives here too: what each shopper was shown (this visit, and in each
+offer's window) and what the store showed today and in total. The store's totals are kept in
+the ``counters`` database (shopper ``~store``) so that a restart does not reset a budget; a
+shopper's recent showings are rebuilt from their decision records on first sight.
+
+A come-now price is quoted from the moment's start and, once shown, honoured until its
+window ends (``gateway.pricing.honour``); the quote is recorded with the decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from beacons.presence import (
+    LeftKiosk,
+    NearKiosk,
+    PresenceEvent,
+    ZoneDwelling,
+    ZoneEntered,
+    ZoneLeft,
+)
+from gateway.consents import bump_counter_in, counter, decisions
+from gateway.engine import Decision, LiveOffer, Moment, decide, live_offer
+from gateway.errors import StoreError
+from gateway.learning import ALL, Learner
+from gateway.pricing import ComeNow, Quote, honour, to_cents
+from gateway.rules import RuleError
+from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord
+from gateway.store.records import Channel
+
+__all__ = ["STORE_COUNTER", "Moments", "Showing"]
+
+log = logging.getLogger(__name__)
+
+STORE_COUNTER: Final = "~store"
+_MAX_SHOPPERS: Final = 10_000
+_MAX_SHOWN: Final = 256
+
+
+@dataclass(slots=True)
+class _Shopper:
+    moment: Moment
+    started: float
+    key: str
+    visit_start: float
+    last_seen: float
+    scores: dict[str, float] = field(default_factory=dict)
+    shown: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=_MAX_SHOWN))
+    quotes: dict[str, Quote] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Showing:
+    """An offer as a screen or a phone shows it: the record and the price it was quoted."""
+
+    offer: OfferRecord
+    price: float | None
+    regular_price: float | None
+    quote: Quote | None
+
+
+class Moments:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        learner: Learner | None = None,
+        utc_offset_h: float = 0.0,
+        visit_gap_s: float = 1800.0,
+        seed: int = 0,
+    ) -> None:
+        self._db = db
+        self.learner = learner or Learner()
+        self._offset = dt.timedelta(hours=utc_offset_h)
+        self._visit_gap_s = visit_gap_s
+        self._seed = seed
+        self._shoppers: OrderedDict[str, _Shopper] = OrderedDict()
+        self._catalogue: tuple[list[OfferRecord] | None, list[LiveOffer]] = (None, [])
+        self._store_counts: dict[str, int] = {}
+        self.refused: dict[str, str] = {}  # offers that do not compile: id -> why
+
+    # ----- moments -----
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        subject = event.subject
+        if isinstance(event, ZoneLeft):
+            shopper = self._shoppers.get(subject)
+            if shopper is not None and shopper.moment.zone == event.zone:
+                self._begin(subject, Moment(trigger="app_open"), event.t)
+            return
+        if isinstance(event, ZoneEntered):
+            moment = Moment(trigger="entered", zone=event.zone)
+        elif isinstance(event, ZoneDwelling):
+            moment = Moment(trigger="dwell", zone=event.zone, dwell_s=event.seconds)
+        elif isinstance(event, NearKiosk):
+            zone = self.zone_of(subject)
+            moment = Moment(trigger="near_kiosk", zone=zone, kiosk=event.kiosk)
+        elif isinstance(event, LeftKiosk):
+            moment = Moment(trigger="entered", zone=self.zone_of(subject))
+        else:
+            return
+        self._begin(subject, moment, event.t)
+
+    def zone_of(self, shopper_id: str) -> str | None:
+        shopper = self._shoppers.get(shopper_id)
+        return None if shopper is None else shopper.moment.zone
+
+    def forget(self, shopper_id: str) -> None:
+        self._shoppers.pop(shopper_id, None)
+
+    def _begin(self, shopper_id: str, moment: Moment, t: float) -> None:
+        local = self._local(t)
+        moment = Moment(
+            trigger=moment.trigger,
+            zone=moment.zone,
+            kiosk=moment.kiosk,
+            dwell_s=moment.dwell_s,
+            signal=moment.signal,
+            hour=local.hour,
+            weekday=local.weekday(),
+            minute_of_day=local.hour * 60 + local.minute,
+        )
+        shopper = self._shoppers.get(shopper_id)
+        key = f"{moment.trigger}:{moment.zone}:{moment.kiosk}:{moment.dwell_s}:{t:.3f}"
+        if shopper is None:
+            shopper = _Shopper(moment, t, key, visit_start=t, last_seen=t)
+            shopper.shown.extend(self._recent_showings(shopper_id))
+            self._shoppers[shopper_id] = shopper
+            if len(self._shoppers) > _MAX_SHOPPERS:
+                self._shoppers.popitem(last=False)
+        else:
+            if t - shopper.last_seen > self._visit_gap_s:
+                shopper.visit_start = t
+            shopper.moment, shopper.started, shopper.key = moment, t, key
+            shopper.scores = {}
+        shopper.last_seen = t
+        self._shoppers.move_to_end(shopper_id)
+
+    # ----- deciding -----
+
+    def offers(self) -> list[LiveOffer]:
+        """The store's offers with their rules compiled, once per change of the offers."""
+        records = self._db.offers()  # the same list object until the offers change
+        if records is self._catalogue[0]:
+            return self._catalogue[1]
+        live: list[LiveOffer] = []
+        refused: dict[str, str] = {}
+        for record in records:
+            try:
+                live.append(live_offer(record))
+            except RuleError as exc:  # refused on arrival; only an old store can hold one
+                refused[record.offer_id] = str(exc)
+        self._catalogue, self.refused = (records, live), refused
+        return live
+
+    def decide(
+        self,
+        now: float,
+        channel: Channel,
+        shopper_id: str | None,
+        profile: ProfileRecord | None,
+        consent: ConsentRecord | None,
+        *,
+        held: str = "",
+        max_items: int = 1,
+    ) -> Decision:
+        """The decision for ``channel`` in the shopper's current moment (``app_open`` when
+        presence has none), with this moment's propensity draws and the caps' counts."""
+        offers = self.offers()
+        shopper = None if shopper_id is None else self._shoppers.get(shopper_id)
+        if shopper_id is not None and shopper is None:
+            self._begin(shopper_id, Moment(trigger="app_open"), now)
+            shopper = self._shoppers[shopper_id]
+        scores: dict[str, float] | None = None
+        counts: dict[str, int] = {}
+        moment: Moment | None = None
+        if shopper is not None and shopper_id is not None:
+            moment = shopper.moment
+            scores = self._scores(shopper_id, shopper, offers, profile)
+            counts = self._counts(shopper, offers, now)
+        else:
+            counts = self._store_caps(offers, now)
+        return decide(
+            now,
+            channel,
+            shopper_id=shopper_id,
+            profile=profile,
+            consent=consent,
+            offers=offers,
+            moment=moment,
+            scores=scores,
+            counts=counts,
+            held=held,
+            max_items=max_items,
+        )
+
+    def _scores(
+        self,
+        shopper_id: str,
+        shopper: _Shopper,
+        offers: Sequence[LiveOffer],
+        profile: ProfileRecord | None,
+    ) -> dict[str, float]:
+        if shopper.scores and all(o.offer_id in shopper.scores for o in offers):
+            return shopper.scores
+        seed = hashlib.blake2b(
+            f"{self._seed}|{shopper_id}|{shopper.key}".encode(), digest_size=8
+        ).digest()
+        rng = random.Random(int.from_bytes(seed, "big"))
+        segments = profile.segments if profile is not None else ()
+        scores: dict[str, float] = {}
+        for offer in sorted(offers, key=lambda o: o.offer_id):
+            segment = self.learner.segment_for(offer.offer_id, segments) if segments else ALL
+            scores[offer.offer_id] = self.learner.sample(offer.offer_id, segment, rng)
+        shopper.scores = scores
+        return scores
+
+    def _counts(self, shopper: _Shopper, offers: Sequence[LiveOffer], now: float) -> dict[str, int]:
+        counts = self._store_caps(offers, now)
+        windows = {o.offer_id: o.record.caps.window_s for o in offers}
+        for t, offer_id in shopper.shown:
+            if t >= shopper.visit_start:
+                counts[f"visit:{offer_id}"] = counts.get(f"visit:{offer_id}", 0) + 1
+            if t >= now - windows.get(offer_id, 86_400.0):
+                counts[f"window:{offer_id}"] = counts.get(f"window:{offer_id}", 0) + 1
+        return counts
+
+    def _store_caps(self, offers: Sequence[LiveOffer], now: float) -> dict[str, int]:
+        day = self._day(now)
+        counts: dict[str, int] = {}
+        for offer in offers:
+            caps = offer.record.caps
+            if caps.global_per_day is not None:
+                counts[f"day:{offer.offer_id}"] = self._store_count(offer.offer_id, day)
+            if caps.budget is not None:
+                counts[f"total:{offer.offer_id}"] = self._store_count(offer.offer_id, "total")
+        return counts
+
+    def _store_count(self, offer_id: str, window: str) -> int:
+        key = f"{offer_id}|{window}"
+        if key not in self._store_counts:
+            try:
+                self._store_counts[key] = counter(
+                    self._db, STORE_COUNTER, f"shown:{offer_id}", window
+                )
+            except StoreError:
+                return 0
+        return self._store_counts[key]
+
+    # ----- what was shown -----
+
+    def shown(
+        self, shopper_id: str | None, offer: OfferRecord, now: float, profile: ProfileRecord | None
+    ) -> tuple[Any, ...]:
+        """Count a showing (caps, learning); returns the write op's arguments for the
+        store's counters, which the caller commits with the decision record."""
+        if shopper_id is not None:
+            shopper = self._shoppers.get(shopper_id)
+            if shopper is not None:
+                shopper.shown.append((now, offer.offer_id))
+            segments = profile.segments if profile is not None else ()
+            segment = self.learner.segment_for(offer.offer_id, segments) if segments else ALL
+            self.learner.observe_impression(offer.offer_id, segment)
+        day = self._day(now)
+        for window in (day, "total"):
+            key = f"{offer.offer_id}|{window}"
+            self._store_counts[key] = self._store_count(offer.offer_id, window) + 1
+        return (offer.offer_id, day)
+
+    def count_op_in(self, txn: Any, offer_id: str, day: str) -> None:
+        """The store's counters of one showing, inside the caller's transaction."""
+        for window in (day, "total"):
+            bump_counter_in(txn, self._db, STORE_COUNTER, f"shown:{offer_id}", window)
+
+    def quote(self, shopper_id: str | None, offer: OfferRecord, now: float) -> Showing:
+        """The price to show: the offer's own, or its come-now price honoured as shown."""
+        terms = offer.come_now
+        regular = offer.regular_price if offer.regular_price is not None else offer.price
+        if terms is None or regular is None:
+            return Showing(offer, offer.price, offer.regular_price, None)
+        shopper = None if shopper_id is None else self._shoppers.get(shopper_id)
+        started = now if shopper is None else shopper.started
+        curve = ComeNow(
+            to_cents(regular, offer.currency),
+            terms.max_discount_pct,
+            terms.full_for_s,
+            terms.gone_after_s,
+        )
+        new = curve.quote(
+            offer.offer_id,
+            offer.currency,
+            since_trigger_s=now - started,
+            valid_until=started + terms.gone_after_s,
+        )
+        if shopper is not None:
+            new = honour(shopper.quotes.get(offer.offer_id), new, now)
+            shopper.quotes[offer.offer_id] = new
+        return Showing(offer, new.price_cents / 100, new.regular_cents / 100, new)
+
+    # ----- helpers -----
+
+    def _recent_showings(self, shopper_id: str) -> list[tuple[float, str]]:
+        try:
+            records = decisions(self._db, shopper_id, limit=_MAX_SHOWN)
+        except StoreError:
+            return []
+        return sorted((r.at, r.offer_id) for r in records if r.offer_id is not None)
+
+    def _local(self, t: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(t, dt.UTC) + self._offset
+
+    def _day(self, now: float) -> str:
+        return f"day:{self._local(now).date().isoformat()}"

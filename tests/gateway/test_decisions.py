@@ -1,0 +1,222 @@
+"""The decision engine's rules one by one, and the moments that share one decision between
+channels: eligibility order and first refusals, holdout share, caps that hold, come-now
+prices that never rise while shown, and nothing personal without consent."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beacons.presence import NearKiosk, ZoneEntered
+from gateway.engine import CHECKS, Facts, LiveOffer, Moment, decide, first_refusal, live_offer
+from gateway.moments import Moments
+from gateway.rules import Context, RuleError
+from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord, Purpose
+from gateway.store import PurposeState as State
+from gateway.store.records import Caps, ComeNowTerms, Trigger
+
+NOW = 1_795_378_600.0  # 2026-11-22 20:16 UTC, a Sunday
+ALL = {p.value: State(granted=True, at=NOW - 60, notice_version="n1") for p in Purpose}
+CONSENT = ConsentRecord(shopper_id="s1", purposes=ALL)
+PROFILE = ProfileRecord(shopper_id="s1", segments=["coffee"], locale="fr")
+
+
+def offer(offer_id: str = "o1", **fields: object) -> LiveOffer:
+    return live_offer(OfferRecord(offer_id=offer_id, title=offer_id.upper(), **fields))  # type: ignore[arg-type]
+
+
+def facts(**overrides: object) -> Facts:
+    values: dict[str, object] = {
+        "now": NOW,
+        "channel": "kiosk",
+        "rules": Context(segments=frozenset({"coffee"}), locale="fr", channel="kiosk", hour=20),
+        "moment": Moment(trigger="near_kiosk", zone="coffee", kiosk="k1", hour=20),
+        "shopper_id": "s1",
+        "consent": CONSENT,
+    }
+    values.update(overrides)
+    return Facts(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"channels": ["phone"]}, "channel"),
+        ({"valid_until": NOW - 1}, "window"),
+        ({"dayparts": [(7, 11)]}, "daypart"),
+        ({"triggers": [Trigger(on="dwell", min_dwell_s=30)]}, "trigger"),
+        ({"triggers": [Trigger(on="entered", zone="bakery")]}, "trigger"),
+        ({"segments": ["tea"]}, "segments"),
+        ({"audience": {"==": [{"var": "profile.locale"}, "de"]}}, "audience"),
+        ({"stock_skus": ["sku-out"]}, "stock"),
+        ({"holdout": 1.0}, "holdout"),
+        ({"caps": Caps(per_visit=1)}, "cap:per_visit"),
+        ({"caps": Caps(per_shopper=2)}, "cap:per_shopper"),
+        ({"caps": Caps(global_per_day=5)}, "cap:global_day"),
+        ({"caps": Caps(budget=10)}, "cap:budget"),
+    ],
+)
+def test_each_rule_refuses_with_its_own_name(fields: dict[str, object], why: str) -> None:
+    counts = {"visit:o1": 1, "window:o1": 2, "day:o1": 5, "total:o1": 10}
+    stock = {"sku-out": False, "sku-in": True}.get
+    assert first_refusal(offer(**fields), facts(counts=counts, stock=stock)) == why
+    assert first_refusal(offer(), facts(counts=counts, stock=stock)) is None
+
+
+def test_the_first_refusal_is_the_first_rule_in_order() -> None:
+    everything_wrong = offer(channels=["phone"], valid_until=NOW - 1, holdout=1.0)
+    assert first_refusal(everything_wrong, facts()) == "channel"
+    assert [name for name, _check in CHECKS][:2] == ["channel", "window"]
+
+
+def test_an_entered_trigger_also_holds_while_the_shopper_dwells_or_comes_near() -> None:
+    entered = offer(triggers=[Trigger(on="entered", zone="coffee")])
+    assert first_refusal(entered, facts()) is None
+    dwell = offer(triggers=[Trigger(on="dwell", zone="coffee", min_dwell_s=30)])
+    long = Moment(trigger="dwell", zone="coffee", dwell_s=60)
+    assert first_refusal(dwell, facts(moment=long)) is None
+
+
+def test_a_purpose_the_offer_needs_is_checked() -> None:
+    needs = offer(purposes=["analytics"])
+    partial = ConsentRecord(
+        shopper_id="s1", purposes={k: v for k, v in ALL.items() if k != "analytics"}
+    )
+    assert first_refusal(needs, facts(consent=partial)) == "consent:analytics"
+
+
+def test_an_audience_rule_that_does_not_compile_never_makes_an_offer() -> None:
+    with pytest.raises(RuleError):
+        offer(audience={"==": [{"var": "profile.first_name"}, "Ann"]})
+
+
+def test_priority_is_a_tier_and_value_times_propensity_ranks_within_it() -> None:
+    offers = [
+        offer("low", priority=1, value=100.0),
+        offer("a", priority=5, value=1.0),
+        offer("b", priority=5, value=2.0),
+    ]
+    decision = decide(
+        NOW, "kiosk", shopper_id="s1", profile=PROFILE, consent=CONSENT, offers=offers,
+        scores={"a": 0.2, "b": 0.3, "low": 1.0}, max_items=3,
+    )  # fmt: skip
+    assert [o.offer_id for o in decision.offers] == ["b", "a", "low"]
+    decision = decide(
+        NOW, "kiosk", shopper_id="s1", profile=PROFILE, consent=CONSENT, offers=offers,
+        scores={"a": 0.9, "b": 0.4, "low": 1.0},
+    )  # fmt: skip
+    assert [o.offer_id for o in decision.offers] == ["a"]  # 0.9 x 1 > 0.4 x 2; at most one
+
+
+def test_a_held_out_shopper_gets_generic_content_and_the_decision_says_so() -> None:
+    offers = [offer("o1", holdout=1.0), offer("bread", generic=True)]
+    decision = decide(
+        NOW, "kiosk", shopper_id="s1", profile=PROFILE, consent=CONSENT, offers=offers
+    )
+    assert decision.offer is not None and decision.offer.offer_id == "bread"
+    assert not decision.personal
+    assert decision.held_out == ("o1",) and ("o1", "holdout") in decision.rejected
+
+
+def test_holdout_share_is_close_to_the_offers_share_and_sticky() -> None:
+    held = offer("o1", holdout=0.2)
+    counts = 0
+    for n in range(5000):
+        shopper = f"shopper-{n}"
+        refusal = first_refusal(held, facts(shopper_id=shopper))
+        assert refusal == first_refusal(held, facts(shopper_id=shopper))  # sticky
+        counts += refusal == "holdout"
+    assert abs(counts / 5000 - 0.2) < 0.02
+
+
+@given(
+    st.sets(st.sampled_from([p.value for p in Purpose])),
+    st.booleans(),
+    st.sampled_from(["kiosk", "phone"]),
+)
+def test_nothing_personal_without_the_channels_purposes(
+    granted: set[str], no_marketing: bool, channel: str
+) -> None:
+    consent = ConsentRecord(
+        shopper_id="s1",
+        purposes={k: v for k, v in ALL.items() if k in granted},
+        no_marketing=no_marketing,
+    )
+    decision = decide(
+        NOW, channel, shopper_id="s1", profile=PROFILE, consent=consent,  # type: ignore[arg-type]
+        offers=[offer("o1"), offer("bread", generic=True)],
+    )  # fmt: skip
+    need = {"kiosk": {"presence", "personalization", "kiosk_display"}}.get(
+        channel, {"personalization", "phone_messages"}
+    )
+    if decision.personal:
+        assert need <= granted and not no_marketing
+    if no_marketing or (channel == "phone" and "phone_messages" not in granted):
+        assert decision.offer is None
+
+
+# ----- moments -----
+
+
+@pytest.fixture
+def moments(db: Database) -> Moments:
+    return Moments(db=db, seed=7)
+
+
+async def put_offers(db: Database, *offers: OfferRecord) -> None:
+    with db.env.begin(write=True) as txn:
+        db.put_op(list(offers))(txn)
+
+
+async def test_one_decision_per_moment_for_every_channel(db: Database, moments: Moments) -> None:
+    offers = [OfferRecord(offer_id=f"o{n}", title=f"O{n}", value=1.0) for n in range(8)]
+    await put_offers(db, *offers)
+    moments.on_presence(NearKiosk(subject="s1", kiosk="k1", t=NOW, distance_m=1.0))
+    kiosk = moments.decide(NOW, "kiosk", "s1", PROFILE, CONSENT)
+    phone = moments.decide(NOW, "phone", "s1", PROFILE, CONSENT)
+    again = [moments.decide(NOW + k, "kiosk", "s1", PROFILE, CONSENT) for k in range(5)]
+    assert kiosk.offer == phone.offer  # the same ranking on both channels
+    assert kiosk.offer is not None
+    assert {d.offer.offer_id for d in again if d.offer} == {kiosk.offer.offer_id}  # no flipping
+    picks = set()
+    for k in range(30):  # new moments draw again: over many, several offers get a turn
+        moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW + 60 * k, rssi=-50))
+        chosen = moments.decide(NOW + 60 * k, "kiosk", "s1", PROFILE, CONSENT).offer
+        assert chosen is not None
+        picks.add(chosen.offer_id)
+    assert len(picks) > 1
+
+
+async def test_caps_hold_across_moments_and_visits(db: Database, moments: Moments) -> None:
+    capped = OfferRecord(offer_id="o1", title="O1", caps=Caps(per_visit=1, per_shopper=2))
+    await put_offers(db, capped)
+    shown = 0
+    for k in range(6):  # three visits of two moments each, an hour apart
+        t = NOW + k * 1800 + (k // 2) * 3600
+        moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=t, rssi=-50))
+        decision = moments.decide(t, "kiosk", "s1", PROFILE, CONSENT)
+        if decision.offer is not None:
+            moments.shown("s1", decision.offer, t, PROFILE)
+            shown += 1
+        else:
+            assert decision.rejected[0][1] in {"cap:per_visit", "cap:per_shopper"}
+    assert shown == 2  # at most one per visit, at most two per day (its window)
+
+
+async def test_a_come_now_price_never_rises_while_it_is_shown(
+    db: Database, moments: Moments
+) -> None:
+    deal = OfferRecord(
+        offer_id="o1",
+        title="O1",
+        regular_price=10.0,
+        come_now=ComeNowTerms(max_discount_pct=30, full_for_s=60, gone_after_s=600),
+    )
+    await put_offers(db, deal)
+    moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW, rssi=-50))
+    prices = [moments.quote("s1", deal, NOW + s).price for s in (0, 30, 120, 300, 599)]
+    assert prices[0] == 7.0 and all(p == 7.0 for p in prices)  # honoured as first shown
+    later = moments.quote("s1", deal, NOW + 700)
+    assert later.price == 10.0 and later.regular_price == 10.0  # the window ended
+    assert moments.quote(None, deal, NOW).price == 7.0  # anonymous: the curve's own price

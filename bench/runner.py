@@ -25,7 +25,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import decode, http_offer, ingest, outbox, sync
+from bench import decision, decode, http_offer, ingest, outbox, sync
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
 from bench.results import Result
@@ -38,7 +38,7 @@ DURATION_S = 5
 QUICK_DURATION_S = 2
 HTTP_NAMES = (http_offer.NAME, http_offer.P99_NAME)
 SYNC_NAMES = (sync.SNAPSHOT_NAME, sync.DELTA_NAME)
-NAMES = (decode.NAME, ingest.NAME, *SYNC_NAMES, outbox.NAME, *HTTP_NAMES)
+NAMES = (decode.NAME, ingest.NAME, decision.NAME, *SYNC_NAMES, outbox.NAME, *HTTP_NAMES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += decode.run(decode.Settings.for_mode(quick=args.quick), _say)
         if ingest.NAME in selected:
             results += ingest.run(ingest.Settings.for_mode(quick=args.quick), _say)
+        if decision.NAME in selected:
+            results += decision.run(decision.Settings.for_mode(quick=args.quick), _say)
         if selected.intersection(SYNC_NAMES):
             snapshot = sync.SnapshotSettings.for_mode(quick=args.quick)
             delta = sync.DeltaSettings.for_mode(quick=args.quick)

@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     store_cli.register(sub)
     hq_cli.register(sub)
     _register_token(sub)
+    _register_report(sub)
 
     sim = sub.add_parser(
         "sim",
@@ -365,6 +366,68 @@ def _register_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     revoke_subject.add_argument("--subject", required=True, metavar="ID", help="the subject")
     revoke_subject.add_argument("-c", "--config", type=Path, help="TOML configuration file")
     revoke_subject.set_defaults(handler=_cmd_token_revoke_subject)
+
+
+def _register_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report",
+        help="reports from the store",
+        description="Reports from the gateway's store (<data_dir>/store of the "
+        "configuration). Works whether or not the gateway runs.",
+    )
+    report.set_defaults(handler=_help_of(report))
+    report_sub = report.add_subparsers(title="report commands", metavar="COMMAND")
+    lift_cmd = report_sub.add_parser(
+        "lift",
+        help="each offer's lift against its holdout",
+        description="Print, per offer, impressions and redemptions of the treatment (shown) "
+        "and the control (held out), conversion rates, the lift and the difference with "
+        "their 95% intervals, and a warning where the samples are too small to say much; "
+        "notes follow the table. With --json, one JSON object instead.",
+    )
+    lift_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lift_cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    lift_cmd.set_defaults(handler=_cmd_report_lift)
+
+    explain = sub.add_parser(
+        "explain",
+        help="explain one decision",
+        description="Print a decision kept in the store as text: when, whose, which channel "
+        "and kiosk, the offer chosen and why, and each offer left out with the first rule "
+        "that rejected it. Exits 1 when the store keeps no such decision.",
+    )
+    explain.add_argument("decision_id", metavar="DECISION_ID", help="the decision's id")
+    explain.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    explain.set_defaults(handler=_cmd_explain)
+
+
+def _cmd_report_lift(args: argparse.Namespace) -> int:
+    from gateway.report import format_report, lift_report, report_json
+
+    with _token_store(args.config, create=False) as db:
+        report = lift_report(db)
+    if args.json:
+        print(json.dumps(report_json(report)), flush=True)
+    else:
+        print(format_report(report), end="", flush=True)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from gateway.consents import decision
+    from gateway.report import explain
+
+    with _token_store(args.config, create=False) as db:
+        record = decision(db, args.decision_id)
+    if record is None:
+        print(
+            f"moments: no decision {args.decision_id!r} in the store (never made here, or "
+            "dropped with the shopper's oldest decisions or their erasure)",
+            file=sys.stderr,
+        )
+        return 1
+    print(explain(record), end="", flush=True)
+    return 0
 
 
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}

@@ -78,10 +78,17 @@ class Moment:
 
 @dataclass(frozen=True, slots=True)
 class LiveOffer:
-    """An offer as the engine uses it: its record and its compiled audience rule."""
+    """An offer as the engine uses it: its record, its compiled audience rule, and the
+    eligibility rules that can refuse it (those it has nothing for are left out once, here,
+    rather than asked of every decision)."""
 
     record: OfferRecord
     audience: Rule = EVERYONE
+    checks: tuple[Check, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.checks:
+            object.__setattr__(self, "checks", _checks_for(self.record, self.audience))
 
     @property
     def offer_id(self) -> str:
@@ -113,6 +120,8 @@ class Decision:
 
 KioskDecision = Decision
 PhoneDecision = Decision
+Scores = Mapping[str, float] | Callable[[str], float]
+"""Propensity draws by offer id: a table, or a function the engine calls for eligible offers."""
 
 
 def gate(
@@ -243,11 +252,32 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
 def first_refusal(offer: LiveOffer, facts: Facts) -> str | None:
     """The first rule that keeps ``offer`` from this decision, or None when it is eligible."""
     record = offer.record
-    for _name, check in CHECKS:
+    for check in offer.checks:
         why = check(record, offer, facts)
         if why is not None:
             return why
     return None
+
+
+def _checks_for(record: OfferRecord, audience: Rule) -> tuple[Check, ...]:
+    """The rules of :data:`CHECKS`, in order, that can refuse this offer."""
+    caps = record.caps
+    applies = {
+        "channel": True,
+        "window": True,
+        "daypart": bool(record.dayparts),
+        "trigger": bool(record.triggers),
+        "consent": bool(record.purposes),
+        "segments": bool(record.segments) and not record.generic,
+        "audience": audience.source != EVERYONE.source,
+        "stock": bool(record.stock_skus),
+        "holdout": bool(record.holdout) and not record.generic,
+        "caps": any(
+            c is not None
+            for c in (caps.per_visit, caps.per_shopper, caps.global_per_day, caps.budget)
+        ),
+    }
+    return tuple(check for name, check in CHECKS if applies[name])
 
 
 def decide(
@@ -259,7 +289,7 @@ def decide(
     consent: ConsentRecord | None,
     offers: Sequence[LiveOffer],
     moment: Moment | None = None,
-    scores: Mapping[str, float] | None = None,
+    scores: Scores | None = None,
     stock: Callable[[str], bool | None] | None = None,
     counts: Mapping[str, int] | None = None,
     held: str = "",
@@ -321,14 +351,21 @@ def decide(
     )
 
 
-def _rank(offers: Sequence[LiveOffer], scores: Mapping[str, float] | None) -> list[OfferRecord]:
+def _rank(offers: Sequence[LiveOffer], scores: Scores | None) -> list[OfferRecord]:
     """Priority tier first; within it the expected value (value times the propensity draw,
-    0.5 when none was drawn); the offer id breaks ties, so equal inputs give equal output."""
+    0.5 when none was drawn); the offer id breaks ties, so equal inputs give equal output.
+    Only eligible offers are scored (a draw costs a microsecond or two)."""
+    if scores is None:
+        draw: Callable[[str], float] = lambda _offer_id: 0.5  # noqa: E731
+    elif callable(scores):
+        draw = scores
+    else:
+        table = scores
+        draw = lambda offer_id: table.get(offer_id, 0.5)  # noqa: E731
 
     def key(offer: LiveOffer) -> tuple[int, float, str]:
         record = offer.record
-        draw = 0.5 if scores is None else scores.get(record.offer_id, 0.5)
-        return (-record.priority, -record.value * draw, record.offer_id)
+        return (-record.priority, -record.value * draw(record.offer_id), record.offer_id)
 
     return [offer.record for offer in sorted(offers, key=key)]
 

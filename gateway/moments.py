@@ -23,7 +23,7 @@ import hashlib
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -187,7 +187,7 @@ class Moments:
         if shopper_id is not None and shopper is None:
             self._begin(shopper_id, Moment(trigger="app_open"), now)
             shopper = self._shoppers[shopper_id]
-        scores: dict[str, float] | None = None
+        scores: Callable[[str], float] | None = None
         counts: dict[str, int] = {}
         moment: Moment | None = None
         if shopper is not None and shopper_id is not None:
@@ -216,20 +216,26 @@ class Moments:
         shopper: _Shopper,
         offers: Sequence[LiveOffer],
         profile: ProfileRecord | None,
-    ) -> dict[str, float]:
-        if shopper.scores and all(o.offer_id in shopper.scores for o in offers):
-            return shopper.scores
-        seed = hashlib.blake2b(
-            f"{self._seed}|{shopper_id}|{shopper.key}".encode(), digest_size=8
-        ).digest()
-        rng = random.Random(int.from_bytes(seed, "big"))
-        segments = profile.segments if profile is not None else ()
-        scores: dict[str, float] = {}
-        for offer in sorted(offers, key=lambda o: o.offer_id):
-            segment = self.learner.segment_for(offer.offer_id, segments) if segments else ALL
-            scores[offer.offer_id] = self.learner.sample(offer.offer_id, segment, rng)
-        shopper.scores = scores
-        return scores
+    ) -> Callable[[str], float]:
+        """This moment's propensity draws, made at the first need and kept: one generator
+        seeded by the shopper and the moment draws every offer in offer-id order, so a draw
+        does not depend on which offers a channel found eligible, or in which order."""
+        memo = shopper.scores
+
+        def draw(offer_id: str) -> float:
+            if not memo:
+                seed = hashlib.blake2b(
+                    f"{self._seed}|{shopper_id}|{shopper.key}".encode(), digest_size=8
+                ).digest()
+                rng = random.Random(int.from_bytes(seed, "big"))
+                segments = tuple(profile.segments) if profile is not None else ()
+                learner = self.learner
+                for oid in sorted(o.offer_id for o in offers):
+                    segment = learner.segment_for(oid, segments) if segments else ALL
+                    memo[oid] = learner.sample(oid, segment, rng)
+            return memo.get(offer_id, 0.5)
+
+        return draw
 
     def _counts(self, shopper: _Shopper, offers: Sequence[LiveOffer], now: float) -> dict[str, int]:
         counts = self._store_caps(offers, now)

@@ -94,6 +94,7 @@ class Moments:
         self._catalogue: tuple[list[OfferRecord] | None, list[LiveOffer]] = (None, [])
         self._store_counts: dict[str, int] = {}
         self.refused: dict[str, str] = {}  # offers that do not compile: id -> why
+        self.stock: Callable[[str], bool | None] | None = None  # the shelves' latest word
 
     # ----- moments -----
 
@@ -205,6 +206,7 @@ class Moments:
             offers=offers,
             moment=moment,
             scores=scores,
+            stock=self.stock,
             counts=counts,
             held=held,
             max_items=max_items,

@@ -24,6 +24,7 @@ from beacons.presence import PresenceEvent
 from gateway import __version__
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.devices import Devices
 from gateway.engine import KioskDecision
 from gateway.errors import LinkError, StoreError
 from gateway.events import EventRecorder
@@ -104,13 +105,24 @@ class Gateway:
             self.sync = HqSync(
                 config, db=self.db, writer=self.writer, clock=self.clock, metrics=self.metrics
             )
+        self.devices = Devices(
+            prefix=config.broker.topic_prefix,
+            store_id=config.store_id,
+            db=self.db,
+            writer=self.writer,
+            clock=self.clock,
+            metrics=self.metrics,
+            moments=self.moments,
+            tell_hq=config.hq.enabled,
+        )
+        self.moments.stock = self.devices.stock.in_stock
         status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"
         self.link = MqttLink(
             name="store",
             host=config.broker.host,
             port=config.broker.port,
             client_id=config.client_id,
-            subscriptions=self.sensing.subscriptions,
+            subscriptions=[*self.sensing.subscriptions, *self.devices.subscriptions],
             keepalive=config.broker.keepalive_s,
             connect_timeout=config.broker.connect_timeout_s,
             backoff=Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s),
@@ -252,7 +264,8 @@ class Gateway:
         inbox = self.link.inbox
         while True:
             message = await inbox.get()
-            self.sensing.handle(message)
+            if not self.devices.handle(message):
+                self.sensing.handle(message)
 
     async def _consume_radio(self) -> None:
         assert self.radio is not None

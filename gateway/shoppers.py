@@ -62,6 +62,7 @@ from gateway.metrics import Metrics
 from gateway.moments import Moments
 from gateway.phone import PhoneQueue
 from gateway.ratelimit import RateLimiter
+from gateway.redemptions import bump_exposure_in
 from gateway.sensing import Sensing
 from gateway.store import (
     ConsentRecord,
@@ -418,10 +419,15 @@ class Shoppers:
             inputs={"personal": view.personal, "held_out": list(decision.held_out)},
         )
 
+        held_out = decision.held_out
+
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
             if shown is not None:
                 self._moments.count_op_in(txn, *shown)
+                bump_exposure_in(txn, self._db, shown[0], "treatment")
+            for offer_id in held_out:
+                bump_exposure_in(txn, self._db, offer_id, "control")
 
         try:
             future = self._writer.submit(write)
@@ -555,6 +561,9 @@ class Shoppers:
             for window in windows:
                 bump_counter_in(txn, self._db, shopper_id, "phone", window)
             self._moments.count_op_in(txn, *shown)
+            bump_exposure_in(txn, self._db, shown[0], "treatment")
+            for offer_id in decision.held_out:
+                bump_exposure_in(txn, self._db, offer_id, "control")
             if self._config.hq.enabled:
                 # The decision summary for HQ, in the same transaction as the record.
                 enqueue_in(txn, self._db, self._store, "decision", summary, at_ms, perishable=True)

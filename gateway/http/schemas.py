@@ -30,6 +30,7 @@ __all__ = [
     "PreferencesBody",
     "PurposeChoice",
     "PurposeView",
+    "RedemptionAnswer",
     "Register",
     "Registered",
     "Revoked",
@@ -255,6 +256,15 @@ class StaffAlert(_Body, frozen=True):
 
 class StaffAlerts(_Body, frozen=True):
     alerts: list[StaffAlert]
+
+
+class RedemptionAnswer(_Body, frozen=True):
+    """Recorded once per (lane, receipt); ``side``: ``treatment`` (the shopper was shown
+    the offer), ``control`` (held out of it) or ``unattributed``."""
+
+    recorded: bool
+    side: str
+    decision_id: str | None
 
 
 class ErasureDone(_Body, frozen=True):

@@ -29,6 +29,7 @@ from gateway.http.schemas import (
     PhoneOffers,
     PreferencesBody,
     PurposeView,
+    RedemptionAnswer,
     Register,
     Registered,
     Revoked,
@@ -38,6 +39,7 @@ from gateway.http.schemas import (
     StaffAlerts,
     TokenAnswer,
 )
+from gateway.redemptions import Redemption, RedemptionError, check_redemption
 from gateway.store import ConsentRecord
 from gateway.store.records import PreferencesRecord
 
@@ -238,6 +240,18 @@ async def staff_alerts(call: Call) -> StaffAlerts:
             )
             for h in sorted(call.gateway.shoppers.help.values(), key=lambda h: h.since)
         ]
+    )
+
+
+async def redeem(call: Call) -> RedemptionAnswer:
+    body: Redemption = call.body
+    try:
+        check_redemption(body)
+    except RedemptionError as exc:
+        raise ApiError("invalid_request", str(exc), status=422) from exc
+    recorded, attribution = await call.gateway.devices.redeem(body)
+    return RedemptionAnswer(
+        recorded=recorded, side=attribution.side, decision_id=attribution.decision_id
     )
 
 
@@ -447,6 +461,16 @@ ENDPOINTS: Final = (
         "Shoppers waiting for help",
         ("staff", "admin"),
         answer=StaffAlerts,
+        tags=("devices",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/redemptions",
+        redeem,
+        "A till's redemption of an offer, attributed to the shopper's last showing",
+        ("staff", "admin"),
+        body=Redemption,
+        answer=RedemptionAnswer,
         tags=("devices",),
     ),
     Endpoint(

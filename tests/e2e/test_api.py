@@ -19,6 +19,7 @@ from beacons.presence import ZoneEntered
 from firmware_sim.scenario import demo_records
 from gateway.config import Config, TrustedKeyConfig
 from gateway.http.v1 import ENDPOINTS
+from gateway.redemptions import exposures
 from gateway.sync.envelope import Event, decode_event
 from gateway.sync.outbox import pending
 from gateway.tokens import Tokens
@@ -533,3 +534,63 @@ async def test_a_withdrawal_from_hq_is_in_force_within_a_tick(
         assert gateway.shoppers.phone.peek(shopper) == []
         assert gateway.shoppers.help == {}
         assert gateway.hub.current("kiosk-1").personal is False
+
+
+async def test_stock_and_redemptions_close_the_loop(
+    make_config: Any, broker: Any, publisher: Any
+) -> None:
+    """An offer whose product is out by the shelf's last word is not shown; once restocked
+    it is; the till's redemption over MQTT is attributed to that showing, once per receipt,
+    and the lift report counts it."""
+    async with serve(make_config(broker.port)) as served:
+        gateway = served.gateway
+        shopper, token = await linked_alice(served, EVERYTHING)
+        beans = next(o for o in gateway.db.offers() if o.offer_id == "espresso-beans-1kg")
+        stocked = msgspec.structs.replace(beans, stock_skus=["sku-beans"])
+        await gateway.writer.write(gateway.db.put_op([stocked]))
+        await until(lambda: gateway.link.is_up)
+        shelf = "moments/v1/store-1/shelves/shelf-7/stock"
+
+        def stock(qty: int) -> None:
+            body = {"v": 1, "shelf": "shelf-7", "items": [{"sku": "sku-beans", "qty": qty}]}
+            publisher.publish(shelf, msgspec.json.encode(body), qos=1)
+
+        stock(0)
+        await until(lambda: gateway.devices.stock.in_stock("sku-beans") is False)
+        out = (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+        assert all(o["offer_id"] != "espresso-beans-1kg" for o in out["offers"])
+        stock(12)
+        await until(lambda: gateway.devices.stock.in_stock("sku-beans") is True)
+        gateway.moments.forget(shopper)  # a new moment: the offers are drawn again
+        shown = (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+        assert [o["offer_id"] for o in shown["offers"]] == ["espresso-beans-1kg"]
+        till = {
+            "v": 1,
+            "lane": "lane-3",
+            "offer_id": "espresso-beans-1kg",
+            "shopper_id": shopper,
+            "at": time.time(),
+            "receipt": "R-1001",
+        }
+        for _ in range(2):  # the till sends it twice: recorded once
+            publisher.publish(
+                "moments/v1/store-1/pos/lane-3/redemptions", msgspec.json.encode(till), qos=1
+            )
+        await until(lambda: gateway.devices.redeemed == 1)
+        await asyncio.sleep(0.3)
+        assert gateway.devices.redeemed == 1
+        staff, _ = await gateway.shoppers.issue("staff", "till-desk")
+        again = await served.client.post(
+            "/v1/redemptions", json={**till, "receipt": "R-1002"}, headers=bearer(staff)
+        )
+        assert again.json() == {
+            "recorded": True,
+            "side": "treatment",
+            "decision_id": shown["offers"][0]["decision_id"],
+        }
+        bad = await served.client.post(
+            "/v1/redemptions", json={**till, "v": 2}, headers=bearer(staff)
+        )
+        assert bad.status_code == 422
+        tallies = exposures(gateway.db)["espresso-beans-1kg"]
+        assert tallies.redemptions_treatment == 2 and tallies.impressions_treatment >= 1

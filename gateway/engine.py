@@ -35,18 +35,21 @@ from gateway.store.records import Channel, Trigger, TriggerKind
 
 __all__ = [
     "CHECKS",
+    "STATIC",
     "Decision",
     "Facts",
     "KioskDecision",
     "LiveOffer",
     "Moment",
     "PhoneDecision",
+    "StaticPass",
     "decide",
     "decide_for_kiosk",
     "decide_for_phone",
     "first_refusal",
     "gate",
     "live_offer",
+    "static_pass",
 ]
 
 _PERSONAL_ON: dict[Channel, tuple[Purpose, ...]] = {
@@ -84,11 +87,13 @@ class LiveOffer:
 
     record: OfferRecord
     audience: Rule = EVERYONE
-    checks: tuple[Check, ...] = ()
+    static: tuple[Check, ...] = field(default=(), compare=False)
+    checks: tuple[Check, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if not self.checks:
-            object.__setattr__(self, "checks", _checks_for(self.record, self.audience))
+        static, dynamic = _checks_for(self.record, self.audience)
+        object.__setattr__(self, "static", static)
+        object.__setattr__(self, "checks", dynamic)
 
     @property
     def offer_id(self) -> str:
@@ -236,21 +241,86 @@ def _caps(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
 
 CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("channel", _channel),
-    ("window", _window),
     ("daypart", _daypart),
     ("trigger", _trigger),
-    ("consent", _purposes),
     ("segments", _segments),
+    ("consent", _purposes),
     ("audience", _audience),
+    ("window", _window),
     ("stock", _stock),
     ("holdout", _holdout),
     ("caps", _caps),
 )
-"""The eligibility rules in the order they are tried; the first that refuses names why."""
+"""The eligibility rules in the order they are tried; the first that refuses names why: the
+moment's own (channel, daypart, trigger: :data:`STATIC`, shared by every decision in the same
+moment, :func:`static_pass`), then who the shopper is (segments, through an index of the
+offers by segment; the purposes the offer needs; its audience rule), then time, stock, the
+holdout and the caps."""
+
+STATIC: Final = frozenset({"channel", "daypart", "trigger"})
+
+
+@dataclass(frozen=True, slots=True)
+class StaticPass:
+    """The offers the moment's own rules let through, and the ones they refused (and why);
+    those let through indexed by segment (an offer for no segment is for everyone)."""
+
+    eligible: tuple[LiveOffer, ...]
+    rejected: tuple[tuple[LiveOffer, str], ...]
+    by_segment: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def split(self, segments: frozenset[str] | None) -> tuple[list[LiveOffer], list[LiveOffer]]:
+        """``(candidates, refused for their segments)`` for a shopper of ``segments``."""
+        if not self.by_segment:
+            return list(self.eligible), []
+        wanted: set[str] = set()
+        for segment in segments or ():
+            wanted |= self.by_segment.get(segment, frozenset())
+        candidates: list[LiveOffer] = []
+        refused: list[LiveOffer] = []
+        for offer in self.eligible:
+            record = offer.record
+            if not record.segments or record.generic or record.offer_id in wanted:
+                candidates.append(offer)
+            else:
+                refused.append(offer)
+        return candidates, refused
+
+
+def static_pass(offers: Sequence[LiveOffer], channel: Channel, moment: Moment | None) -> StaticPass:
+    """The verdicts of the rules that depend on nothing but the channel and the moment."""
+    facts = Facts(now=0.0, channel=channel, rules=Context(), moment=moment)
+    eligible: list[LiveOffer] = []
+    rejected: list[tuple[LiveOffer, str]] = []
+    for offer in offers:
+        for check in offer.static:
+            why = check(offer.record, offer, facts)
+            if why is not None:
+                rejected.append((offer, why))
+                break
+        else:
+            eligible.append(offer)
+    by_segment: dict[str, set[str]] = {}
+    for offer in eligible:
+        if not offer.record.generic:
+            for segment in offer.record.segments:
+                by_segment.setdefault(segment, set()).add(offer.offer_id)
+    index = {segment: frozenset(ids) for segment, ids in by_segment.items()}
+    return StaticPass(tuple(eligible), tuple(rejected), index)
 
 
 def first_refusal(offer: LiveOffer, facts: Facts) -> str | None:
     """The first rule that keeps ``offer`` from this decision, or None when it is eligible."""
+    record = offer.record
+    segments: tuple[Check, ...] = (_segments,) if record.segments and not record.generic else ()
+    for check in (*offer.static, *segments, *offer.checks):
+        why = check(record, offer, facts)
+        if why is not None:
+            return why
+    return None
+
+
+def _dynamic_refusal(offer: LiveOffer, facts: Facts) -> str | None:
     record = offer.record
     for check in offer.checks:
         why = check(record, offer, facts)
@@ -259,8 +329,9 @@ def first_refusal(offer: LiveOffer, facts: Facts) -> str | None:
     return None
 
 
-def _checks_for(record: OfferRecord, audience: Rule) -> tuple[Check, ...]:
-    """The rules of :data:`CHECKS`, in order, that can refuse this offer."""
+def _checks_for(record: OfferRecord, audience: Rule) -> tuple[tuple[Check, ...], tuple[Check, ...]]:
+    """The rules of :data:`CHECKS`, in order, that can refuse this offer: those of the
+    moment (:data:`STATIC`), then the others."""
     caps = record.caps
     applies = {
         "channel": True,
@@ -277,7 +348,14 @@ def _checks_for(record: OfferRecord, audience: Rule) -> tuple[Check, ...]:
             for c in (caps.per_visit, caps.per_shopper, caps.global_per_day, caps.budget)
         ),
     }
-    return tuple(check for name, check in CHECKS if applies[name])
+    static = tuple(check for name, check in CHECKS if applies[name] and name in STATIC)
+    # Segments are not among the per-decision rules: the moment's index answers them.
+    dynamic = tuple(
+        check
+        for name, check in CHECKS
+        if applies[name] and name not in STATIC and name != "segments"
+    )
+    return static, dynamic
 
 
 def decide(
@@ -294,8 +372,10 @@ def decide(
     counts: Mapping[str, int] | None = None,
     held: str = "",
     max_items: int = 1,
+    static: StaticPass | None = None,
 ) -> Decision:
-    """Decide for one channel (see the module's docstring for the order)."""
+    """Decide for one channel (see the module's docstring for the order); ``static`` is
+    this moment's :func:`static_pass` of ``offers`` when the caller keeps it."""
     allowed, why = gate(now, channel, shopper_id, profile, consent)
     if allowed is None:
         return Decision(None, None, False, why)
@@ -315,11 +395,18 @@ def decide(
     held_out: list[str] = []
     personal: list[LiveOffer] = []
     generic: list[LiveOffer] = []
-    for offer in offers:
+    verdicts = static if static is not None else static_pass(offers, channel, moment)
+    for offer, why in verdicts.rejected:
+        if offer.record.generic or allowed:
+            rejected.append((offer.offer_id, why))
+    candidates, off_segment = verdicts.split(facts.rules.segments)
+    if allowed:
+        rejected.extend((offer.offer_id, "segments") for offer in off_segment)
+    for offer in candidates:
         record = offer.record
         if not record.generic and not allowed:
             continue  # never considered: the gate's reason says why
-        refusal = first_refusal(offer, facts)
+        refusal = _dynamic_refusal(offer, facts)
         if refusal is not None:
             rejected.append((record.offer_id, refusal))
             if refusal == "holdout":

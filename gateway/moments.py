@@ -36,7 +36,15 @@ from beacons.presence import (
     ZoneLeft,
 )
 from gateway.consents import bump_counter_in, counter, decisions
-from gateway.engine import Decision, LiveOffer, Moment, decide, live_offer
+from gateway.engine import (
+    Decision,
+    LiveOffer,
+    Moment,
+    StaticPass,
+    decide,
+    live_offer,
+    static_pass,
+)
 from gateway.errors import StoreError
 from gateway.learning import ALL, Learner
 from gateway.pricing import ComeNow, Quote, honour, to_cents
@@ -51,6 +59,7 @@ log = logging.getLogger(__name__)
 STORE_COUNTER: Final = "~store"
 _MAX_SHOPPERS: Final = 10_000
 _MAX_SHOWN: Final = 256
+_MAX_STATIC: Final = 4096
 
 
 @dataclass(slots=True)
@@ -95,6 +104,7 @@ class Moments:
         self._store_counts: dict[str, int] = {}
         self.refused: dict[str, str] = {}  # offers that do not compile: id -> why
         self.stock: Callable[[str], bool | None] | None = None  # the shelves' latest word
+        self._static: dict[tuple[Channel, Moment | None], StaticPass] = {}
 
     # ----- moments -----
 
@@ -168,7 +178,20 @@ class Moments:
             except RuleError as exc:  # refused on arrival; only an old store can hold one
                 refused[record.offer_id] = str(exc)
         self._catalogue, self.refused = (records, live), refused
+        self._static.clear()
         return live
+
+    def _static_pass(
+        self, offers: list[LiveOffer], channel: Channel, moment: Moment | None
+    ) -> StaticPass:
+        """The moment's own rules' verdicts, kept for every decision in the same moment."""
+        key = (channel, moment)
+        found = self._static.get(key)
+        if found is None:
+            if len(self._static) >= _MAX_STATIC:
+                self._static.clear()
+            found = self._static[key] = static_pass(offers, channel, moment)
+        return found
 
     def decide(
         self,
@@ -210,6 +233,7 @@ class Moments:
             counts=counts,
             held=held,
             max_items=max_items,
+            static=self._static_pass(offers, channel, moment),
         )
 
     def _scores(

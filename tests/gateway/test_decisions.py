@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beacons.presence import NearKiosk, ZoneEntered
-from gateway.engine import CHECKS, Facts, LiveOffer, Moment, decide, first_refusal, live_offer
+from gateway.engine import (
+    CHECKS,
+    Facts,
+    LiveOffer,
+    Moment,
+    decide,
+    first_refusal,
+    live_offer,
+    static_pass,
+)
 from gateway.moments import Moments
 from gateway.rules import Context, RuleError
 from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord, Purpose
@@ -67,7 +76,8 @@ def test_each_rule_refuses_with_its_own_name(fields: dict[str, object], why: str
 def test_the_first_refusal_is_the_first_rule_in_order() -> None:
     everything_wrong = offer(channels=["phone"], valid_until=NOW - 1, holdout=1.0)
     assert first_refusal(everything_wrong, facts()) == "channel"
-    assert [name for name, _check in CHECKS][:2] == ["channel", "window"]
+    names = [name for name, _check in CHECKS]
+    assert names[:4] == ["channel", "daypart", "trigger", "segments"]  # the moment, then who
 
 
 def test_an_entered_trigger_also_holds_while_the_shopper_dwells_or_comes_near() -> None:
@@ -220,3 +230,24 @@ async def test_a_come_now_price_never_rises_while_it_is_shown(
     later = moments.quote("s1", deal, NOW + 700)
     assert later.price == 10.0 and later.regular_price == 10.0  # the window ended
     assert moments.quote(None, deal, NOW).price == 7.0  # anonymous: the curve's own price
+
+
+def test_a_kept_static_pass_gives_the_same_decision() -> None:
+    offers = [
+        offer("a", dayparts=[(0, 12)]),
+        offer("b", triggers=[Trigger(on="entered", zone="bakery")]),
+        offer("c", channels=["phone"]),
+        offer("d", segments=["coffee"], priority=1),
+        offer("bread", generic=True),
+    ]
+    moment = Moment(trigger="entered", zone="coffee", hour=20)
+    fresh = decide(
+        NOW, "kiosk", shopper_id="s1", profile=PROFILE, consent=CONSENT, offers=offers,
+        moment=moment,
+    )  # fmt: skip
+    kept = decide(
+        NOW, "kiosk", shopper_id="s1", profile=PROFILE, consent=CONSENT, offers=offers,
+        moment=moment, static=static_pass(offers, "kiosk", moment),
+    )  # fmt: skip
+    assert fresh == kept
+    assert sorted(fresh.rejected) == [("a", "daypart"), ("b", "trigger"), ("c", "channel")]

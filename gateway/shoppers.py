@@ -389,7 +389,8 @@ class Shoppers:
         decision = self._decide_phone(shopper_id, self._clock.now(), count_caps=False)
         if decision.offer is None:
             return [], decision.reason
-        card = await self._record(shopper_id, decision, channel="phone", bump=False)
+        shown = self._shown(shopper_id, decision)
+        card = await self._record(shopper_id, decision, shown, channel="phone", bump=False)
         return [card], decision.reason
 
     def on_kiosk_view(
@@ -473,7 +474,9 @@ class Shoppers:
         if decision.offer is None:
             return
         future = asyncio.ensure_future(
-            self._record(shopper_id, decision, channel="phone", bump=True)
+            self._record(
+                shopper_id, decision, self._shown(shopper_id, decision), channel="phone", bump=True
+            )
         )
         self._pending.add(future)
         future.add_done_callback(partial(self._queued, shopper_id))
@@ -518,8 +521,21 @@ class Shoppers:
         held = "the shopper's quiet hours" if quiet else capped
         return self._moments.decide(now, "phone", shopper_id, profile, consent, held=held)
 
+    def _shown(self, shopper_id: str, decision: PhoneDecision) -> tuple[Any, ...]:
+        """Count a showing at once, before any await: the next decision (this channel or
+        another, this tick or the next) already sees it against the caps."""
+        assert decision.offer is not None
+        profile = self._db.profile(shopper_id)
+        return self._moments.shown(shopper_id, decision.offer, self._clock.now(), profile)
+
     async def _record(
-        self, shopper_id: str, decision: PhoneDecision, *, channel: str, bump: bool
+        self,
+        shopper_id: str,
+        decision: PhoneDecision,
+        shown: tuple[Any, ...],
+        *,
+        channel: str,
+        bump: bool,
     ) -> Card:
         assert decision.offer is not None
         now = self._clock.now()
@@ -535,9 +551,7 @@ class Shoppers:
             rejected=list(decision.rejected),
             inputs={"personal": decision.personal, "held_out": list(decision.held_out)},
         )
-        profile = self._db.profile(shopper_id)
         showing = self._moments.quote(shopper_id, decision.offer, now)
-        shown = self._moments.shown(shopper_id, decision.offer, now, profile)
         local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
             hours=self._config.api.utc_offset_h
         )

@@ -18,8 +18,10 @@ from beacons.eid import beacon_identity_key, eid_for_time, generate_resolver_key
 from beacons.presence import ZoneEntered
 from firmware_sim.scenario import demo_records
 from gateway.config import Config, TrustedKeyConfig
+from gateway.consents import decisions
 from gateway.http.v1 import ENDPOINTS
 from gateway.redemptions import exposures
+from gateway.store.records import Caps
 from gateway.sync.envelope import Event, decode_event
 from gateway.sync.outbox import pending
 from gateway.tokens import Tokens
@@ -594,3 +596,40 @@ async def test_stock_and_redemptions_close_the_loop(
         assert bad.status_code == 422
         tallies = exposures(gateway.db)["espresso-beans-1kg"]
         assert tallies.redemptions_treatment == 2 and tallies.impressions_treatment >= 1
+
+
+async def test_a_cap_holds_under_a_burst_of_channels(make_config: Any, broker: Any) -> None:
+    """The kiosk in front of the shopper, their app asking twenty times at once and presence
+    events in the middle: an offer capped at one showing per visit is shown once."""
+    async with serve(make_config(broker.port)) as served:
+        gateway = served.gateway
+        shopper, token = await linked_alice(served, EVERYTHING)
+        beans = next(o for o in gateway.db.offers() if o.offer_id == "espresso-beans-1kg")
+        capped = msgspec.structs.replace(beans, caps=Caps(per_visit=1))
+        await gateway.writer.write(gateway.db.put_op([capped]))
+        now = time.time()
+
+        async def ask() -> Any:
+            return (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+
+        async def walk(k: int) -> None:
+            gateway.moments.on_presence(
+                ZoneEntered(subject=shopper, zone="coffee", t=now + k * 0.01, rssi=-50.0)
+            )
+            gateway.kiosks.on_presence(
+                ZoneEntered(subject=shopper, zone="coffee", t=now + k * 0.01, rssi=-50.0)
+            )
+            gateway.shoppers.on_presence(
+                ZoneEntered(subject=shopper, zone="coffee", t=now + k * 0.01, rssi=-50.0)
+            )
+
+        answers = await asyncio.gather(*(ask() for _ in range(20)), *(walk(k) for k in range(5)))
+        await asyncio.sleep(0.5)  # the decisions' writes
+        offered = sum(
+            1
+            for a in answers
+            if a and any(o["offer_id"] == "espresso-beans-1kg" for o in a["offers"])
+        )
+        records = decisions(gateway.db, shopper, limit=200)
+        shown = [r for r in records if r.offer_id == "espresso-beans-1kg"]
+        assert len(shown) == 1 and offered <= 1

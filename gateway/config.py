@@ -78,6 +78,13 @@ class ApiConfig(_Section, frozen=True):
     kiosk_pages_need_token: bool = True
 
 
+class EngineConfig(_Section, frozen=True):
+    """The decision engine."""
+
+    social_proof_floor: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 5
+    attribution_days: Annotated[float, msgspec.Meta(gt=0, le=90)] = 3.0
+
+
 class BrokerConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -199,6 +206,7 @@ class Config(_Section, frozen=True):
     data_dir: str = "./var"
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     hq: HqConfig = msgspec.field(default_factory=HqConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Final
 
 from gateway.clock import Clock
+from gateway.consents import bump_counter_in
 from gateway.learning import ALL
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
-from gateway.moments import Moments
+from gateway.moments import STORE_COUNTER, Moments
 from gateway.mqtt import InboundMessage
 from gateway.redemptions import (
     Attribution,
@@ -56,7 +58,9 @@ class Devices:
         metrics: Metrics,
         moments: Moments,
         tell_hq: bool,
+        window_s: float = REDEMPTION_WINDOW_S,
     ) -> None:
+        self._window_s = window_s
         self._base = f"{prefix}/{store_id}/"
         self._store = store_id
         self._db = db
@@ -112,7 +116,7 @@ class Devices:
     async def redeem(self, redemption: Redemption) -> tuple[bool, Attribution]:
         """Record one redemption (from a till or the API); ``(False, ...)`` for a receipt
         already recorded."""
-        attribution = attribute(self._db, redemption, window_s=REDEMPTION_WINDOW_S)
+        attribution = attribute(self._db, redemption, window_s=self._window_s)
         recorded: bool = await self._writer.write(
             record_redemption_op(
                 self._db,
@@ -125,6 +129,8 @@ class Devices:
         )
         if recorded:
             self.redeemed += 1
+            name, day = self._moments.redeemed(redemption.offer_id, self._clock.now())
+            await self._writer.write(partial(_bump_in, self._db, name, day))
             if attribution.side == "treatment" and redemption.shopper_id is not None:
                 profile = self._db.profile(redemption.shopper_id)
                 segments = profile.segments if profile is not None else ()
@@ -154,3 +160,7 @@ class Devices:
             detail=detail,
             **fields,
         )
+
+
+def _bump_in(db: Database, name: str, window: str, txn: Any) -> None:
+    bump_counter_in(txn, db, STORE_COUNTER, name, window)

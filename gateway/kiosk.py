@@ -110,8 +110,10 @@ class KioskDirector:
         metrics: Metrics,
         on_view: Callable[[KioskView, str | None, KioskDecision], None] | None = None,
         moments: Moments | None = None,
+        social_proof_floor: int = 5,
     ) -> None:
         self._moments = moments
+        self._proof_floor = social_proof_floor
         self._kiosks = kiosks
         self._on_view = on_view
         self._warn = RateLimitedLog(log)
@@ -192,16 +194,22 @@ class KioskDirector:
         card: dict[str, Scalar] = {"offer_id": None}
         if offer is not None:
             price, regular = offer.price, offer.regular_price
-            if self._moments is not None and decision.personal:
-                showing = self._moments.quote(shopper, offer, now)
-                price, regular = showing.price, showing.regular_price
+            title, body = offer.title, offer.body
+            proof = ""
+            if self._moments is not None:
+                if decision.personal:
+                    showing = self._moments.quote(shopper, offer, now)
+                    price, regular = showing.price, showing.regular_price
+                    title, body = self._moments.text(offer, profile)
+                proof = self._moments.social_proof(offer, now, self._proof_floor)
             card = {
                 "offer_id": offer.offer_id,
-                "title": offer.title,
-                "body": offer.body,
+                "title": title,
+                "body": body,
                 "price": price,
                 "regular_price": regular,
                 "currency": offer.currency,
+                "social_proof": proof,
             }
         if decision.personal:
             greeting = profile.nickname if profile is not None and profile.greet_on_kiosk else ""

@@ -284,13 +284,14 @@ class Moments:
                 counts[f"total:{offer.offer_id}"] = self._store_count(offer.offer_id, "total")
         return counts
 
-    def _store_count(self, offer_id: str, window: str) -> int:
+    def _store_count(self, offer_id: str, window: str, *, name_is_key: bool = False) -> int:
+        """A store-wide count (``shown:<offer>`` by default, or the name given), read from
+        LMDB once and then kept up to date here."""
         key = f"{offer_id}|{window}"
         if key not in self._store_counts:
+            name = offer_id if name_is_key else f"shown:{offer_id}"
             try:
-                self._store_counts[key] = counter(
-                    self._db, STORE_COUNTER, f"shown:{offer_id}", window
-                )
+                self._store_counts[key] = counter(self._db, STORE_COUNTER, name, window)
             except StoreError:
                 return 0
         return self._store_counts[key]
@@ -344,6 +345,33 @@ class Moments:
             new = honour(shopper.quotes.get(offer.offer_id), new, now)
             shopper.quotes[offer.offer_id] = new
         return Showing(offer, new.price_cents / 100, new.regular_cents / 100, new)
+
+    # ----- what a card says -----
+
+    def picked_today(self, offer_id: str, now: float) -> int:
+        """Redemptions of the offer in the store today (the social proof's count)."""
+        return self._store_count(f"redeemed:{offer_id}", self._day(now), name_is_key=True)
+
+    def redeemed(self, offer_id: str, now: float) -> tuple[str, str]:
+        """Count a redemption for today's social proof; the caller commits the counter
+        (``STORE_COUNTER``, the returned name and window) with it."""
+        day = self._day(now)
+        key = f"redeemed:{offer_id}|{day}"
+        self._store_counts[key] = self.picked_today(offer_id, now) + 1
+        return f"redeemed:{offer_id}", day
+
+    def social_proof(self, offer: OfferRecord, now: float, floor: int) -> str:
+        """ "14 people picked this up today", only from ``floor`` people on (k-anonymity)."""
+        n = self.picked_today(offer.offer_id, now)
+        return f"{n} people picked this up today" if n >= floor else ""
+
+    @staticmethod
+    def text(offer: OfferRecord, profile: ProfileRecord | None) -> tuple[str, str]:
+        """The offer's title and body in the shopper's language when HQ gave one."""
+        variant = offer.locales.get(profile.locale) if profile is not None else None
+        if variant is None:
+            return offer.title, offer.body
+        return variant.title, variant.body
 
     # ----- helpers -----
 

@@ -72,6 +72,7 @@ class Gateway:
             metrics=self.metrics,
             on_view=self._on_view,
             moments=self.moments,
+            social_proof_floor=config.engine.social_proof_floor,
         )
         self.sensing = Sensing(
             config=config,
@@ -114,6 +115,7 @@ class Gateway:
             metrics=self.metrics,
             moments=self.moments,
             tell_hq=config.hq.enabled,
+            window_s=config.engine.attribution_days * 86_400.0,
         )
         self.moments.stock = self.devices.stock.in_stock
         status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"

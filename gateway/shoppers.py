@@ -585,10 +585,11 @@ class Shoppers:
         await self._writer.write(write)
         self._enqueued()
         offer = decision.offer
+        title, body = self._moments.text(offer, self._db.profile(shopper_id))
         return Card(
             offer_id=offer.offer_id,
-            title=offer.title,
-            body=offer.body,
+            title=title,
+            body=body,
             price=showing.price,
             regular_price=showing.regular_price,
             currency=offer.currency,

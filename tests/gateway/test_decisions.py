@@ -23,7 +23,7 @@ from gateway.moments import Moments
 from gateway.rules import Context, RuleError
 from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord, Purpose
 from gateway.store import PurposeState as State
-from gateway.store.records import Caps, ComeNowTerms, Trigger
+from gateway.store.records import Caps, ComeNowTerms, Trigger, Variant
 
 NOW = 1_795_378_600.0  # 2026-11-22 20:16 UTC, a Sunday
 ALL = {p.value: State(granted=True, at=NOW - 60, notice_version="n1") for p in Purpose}
@@ -251,3 +251,20 @@ def test_a_kept_static_pass_gives_the_same_decision() -> None:
     )  # fmt: skip
     assert fresh == kept
     assert sorted(fresh.rejected) == [("a", "daypart"), ("b", "trigger"), ("c", "channel")]
+
+
+async def test_social_proof_only_from_the_k_anonymity_floor(moments: Moments) -> None:
+    deal = OfferRecord(offer_id="o1", title="O1")
+    for n in range(1, 6):
+        moments.redeemed("o1", NOW)
+        proof = moments.social_proof(deal, NOW, floor=5)
+        assert proof == ("5 people picked this up today" if n == 5 else "")
+    assert moments.social_proof(deal, NOW + 86_400, floor=5) == ""  # a new day
+
+
+def test_the_card_speaks_the_shoppers_language() -> None:
+    deal = OfferRecord(
+        offer_id="o1", title="Coffee", body="Fresh", locales={"fr": Variant(title="Café")}
+    )
+    assert Moments.text(deal, PROFILE) == ("Café", "")  # PROFILE's locale is fr
+    assert Moments.text(deal, None) == ("Coffee", "Fresh")

@@ -93,6 +93,7 @@ class Gateway:
             moments=self.moments,
         )
         self.shoppers.on_alert.append(self._publish_help)
+        self.shoppers.on_phone.append(self._push_phone)
         self.radio: BleakSource | None = None
         if config.radio.enabled:
             self.radio = BleakSource(
@@ -138,6 +139,7 @@ class Gateway:
         )
         self._alerts_prefix = f"{config.broker.topic_prefix}/{config.store_id}/alerts/beacons/"
         self._help_topic = f"{config.broker.topic_prefix}/{config.store_id}/staff/alerts"
+        self._phone_topic = f"{config.broker.topic_prefix}/{config.store_id}/phone/messages"
         # Beacon alerts not yet handed to the broker; the latest per beacon wins (they are states).
         self._pending_alerts: dict[str, BeaconAlert] = {}
         self.stopping = asyncio.Event()
@@ -256,6 +258,15 @@ class Gateway:
             log.warning("staff alerts not published yet", extra={"error": str(exc)})
             return
         self.shoppers.help_dirty = False
+
+    def _push_phone(self, payload: bytes) -> None:
+        """The retailer's messaging service follows ``{prefix}/{store}/phone/messages`` to
+        push a queued card to the shopper's phone (QoS 1, not retained: a card is news);
+        the app can also collect it from ``GET /v1/me/messages``."""
+        try:
+            self.link.publish(self._phone_topic, payload, qos=1)
+        except LinkError as exc:
+            log.info("phone card not pushed: the app collects it", extra={"error": str(exc)})
 
     def _on_view(self, view: KioskView, shopper: str | None, decision: KioskDecision) -> None:
         self.shoppers.on_kiosk_view(view, shopper, decision)

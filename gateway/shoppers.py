@@ -157,6 +157,7 @@ class Shoppers:
         self.on_alert: list[Callable[[], None]] = []  # the staff alert state changed
         self.help_dirty = True  # published at start too: clears what a previous run left
         self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
+        self.on_phone: list[Callable[[bytes], None]] = []  # a card queued for a phone
         self._pending: set[asyncio.Future[Any]] = set()
 
     # ----- lifecycle -----
@@ -499,6 +500,9 @@ class Shoppers:
         if card.personal and not consent.allows(Purpose.PERSONALIZATION, now):
             return
         self.phone.push(shopper_id, card)
+        payload = msgspec.json.encode({"v": 1, "shopper": shopper_id, "card": card})
+        for push in self.on_phone:
+            push(payload)
 
     def _decide_phone(self, shopper_id: str, now: float, *, count_caps: bool) -> PhoneDecision:
         consent = self._db.consent(shopper_id)

@@ -406,14 +406,14 @@ async def test_kiosk_pages_and_streams_need_that_kiosks_token(
 class AlertWatcher:
     """A staff device: follows the retained staff alert state on the store broker."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, topic: str = "moments/v1/store-1/staff/alerts") -> None:
         self.states: queue.Queue[dict[str, Any]] = queue.Queue()
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5
         )
         self._client.on_message = lambda _c, _u, msg: self.states.put(json.loads(msg.payload))
         self._client.connect("127.0.0.1", port)
-        self._client.subscribe("moments/v1/store-1/staff/alerts", qos=1)
+        self._client.subscribe(topic, qos=1)
         self._client.loop_start()
 
     def until(self, check: Any, timeout: float = 5.0) -> dict[str, Any]:
@@ -633,3 +633,19 @@ async def test_a_cap_holds_under_a_burst_of_channels(make_config: Any, broker: A
         records = decisions(gateway.db, shopper, limit=200)
         shown = [r for r in records if r.offer_id == "espresso-beans-1kg"]
         assert len(shown) == 1 and offered <= 1
+
+
+async def test_a_queued_phone_card_is_pushed_for_the_messaging_service(
+    make_config: Any, broker: Any
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        watcher = AlertWatcher(broker.port, "moments/v1/store-1/phone/messages")
+        try:
+            shopper, token = await linked_alice(served, EVERYTHING)
+            await until(lambda: served.gateway.link.is_up)
+            await at_the_coffee_kiosk(served, token)
+            pushed = await asyncio.to_thread(watcher.until, lambda m: m["shopper"] == shopper)
+            assert pushed["card"]["offer_id"] == "espresso-beans-1kg"
+            assert pushed["card"]["regular_price"] == 16.9
+        finally:
+            watcher.close()

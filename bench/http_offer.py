@@ -18,6 +18,8 @@ it (the gateway's ``moments_decisions_total{kind="generic"}`` must not move).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import statistics
@@ -88,6 +90,8 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
         env = _gateway_env(folder / "data", broker_port, gateway_port)
         config = load_config(repo / CONFIG_FILE, environ=env)
         await seed_store(config, demo_records(time.time()))
+        # The kiosk's own token, as a real screen has it: every request is authenticated.
+        auth = {"Authorization": f"Bearer {await _kiosk_token(repo, env)}"}
         out(
             f"{NAME}: mosquitto :{broker_port}, gateway :{gateway_port}, hello :{hello_port}; "
             f"servers on core {settings.server_core}, wrk on core {settings.load_core}"
@@ -105,7 +109,7 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
         await wait_ready(hello, lambda: _hello_ready(hello_port), what="answering", timeout_s=10)
 
         node = await stack.enter_async_context(_alice_at_kiosk(config, broker_port))
-        took = await _wait_personal(gateway, gateway_port, node)
+        took = await _wait_personal(gateway, gateway_port, node, auth)
         out(f"  Alice is at {KIOSK}: offer personal after {took:.1f} s ({node.published} batches)")
 
         hello_runs: list[WrkReport] = []
@@ -113,13 +117,13 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
         hello_url = f"http://127.0.0.1:{hello_port}/"
         offer_url = f"http://127.0.0.1:{gateway_port}{OFFER_PATH}"
         for i in range(1, settings.rounds + 1):
-            report = await _measure(hello_url, settings)
+            report = await _measure(hello_url, settings, auth)
             hello.check_alive()
             hello_runs.append(report)
             out(_line(f"round {i} hello", report))
 
             generic_before, personal_before = await _decision_counts(gateway_port)
-            report = await _measure(offer_url, settings)
+            report = await _measure(offer_url, settings, auth)
             gateway.check_alive()
             generic_after, personal_after = await _decision_counts(gateway_port)
             if generic_after != generic_before:
@@ -136,7 +140,7 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
             offer_runs.append(report)
             out(_line(f"round {i} offer", report))
 
-        await _check_personal(gateway_port, when="after the measurement")
+        await _check_personal(gateway_port, auth, when="after the measurement")
         out(f"  offer still personal after the measurement ({node.published} batches published)")
 
     hello_rps = statistics.median(r.requests_per_s for r in hello_runs)
@@ -206,11 +210,13 @@ async def _hello_ready(port: int) -> bool:
     return response.status == 200 and response.body == b"hello"
 
 
-async def _wait_personal(gateway: Child, port: int, node: ScannerNode) -> float:
+async def _wait_personal(
+    gateway: Child, port: int, node: ScannerNode, auth: dict[str, str]
+) -> float:
     async def personal() -> bool:
         if node.published < MIN_BATCHES_BEFORE:
             return False
-        response = await http_get(port, OFFER_PATH)
+        response = await http_get(port, OFFER_PATH, headers=auth)
         return response.status == 200 and response.headers.get(PERSONAL_HEADER) == "true"
 
     try:
@@ -219,12 +225,12 @@ async def _wait_personal(gateway: Child, port: int, node: ScannerNode) -> float:
         )
     except BenchError:
         with suppress(OSError, TimeoutError):  # say what the offer looks like, when it answers
-            await _check_personal(port, when=f"after {node.published} batches from {NODE}")
+            await _check_personal(port, auth, when=f"after {node.published} batches from {NODE}")
         raise
 
 
-async def _check_personal(port: int, *, when: str) -> None:
-    response = await http_get(port, OFFER_PATH)
+async def _check_personal(port: int, auth: dict[str, str], *, when: str) -> None:
+    response = await http_get(port, OFFER_PATH, headers=auth)
     header = response.headers.get(PERSONAL_HEADER)
     if response.status != 200 or header != "true":
         raise BenchError(
@@ -242,10 +248,29 @@ async def _decision_counts(port: int) -> tuple[float, float]:
     return (float(generic.group(1)) if generic else 0.0), float(personal.group(1))
 
 
-async def _measure(url: str, settings: Settings) -> WrkReport:
-    common = {"core": settings.load_core, "connections": settings.connections}
-    await run_wrk(url, duration_s=settings.warmup_s, **common)
-    return await run_wrk(url, duration_s=settings.duration_s, **common)
+async def _measure(url: str, settings: Settings, headers: dict[str, str]) -> WrkReport:
+    """Both targets get the same request, the bearer header included (hello ignores it)."""
+    core, connections = settings.load_core, settings.connections
+    await run_wrk(
+        url, core=core, connections=connections, duration_s=settings.warmup_s, headers=headers
+    )
+    return await run_wrk(
+        url, core=core, connections=connections, duration_s=settings.duration_s, headers=headers
+    )
+
+
+async def _kiosk_token(repo: Path, env: dict[str, str]) -> str:
+    """``moments token issue`` for the kiosk, against the run's store (before the gateway)."""
+    moments = Path(sys.executable).with_name("moments")
+    argv = [str(moments), "token", "issue", "-c", str(CONFIG_FILE), "--role", "kiosk"]
+    process = await asyncio.create_subprocess_exec(
+        *argv, "--subject", KIOSK, cwd=repo, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise BenchError(f"moments token issue exited with status {process.returncode}")
+    token: str = json.loads(out)["token"]
+    return token
 
 
 def _line(label: str, report: WrkReport) -> str:

@@ -6,6 +6,7 @@ One request per connection (``Connection: close``), the whole exchange under one
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["Response", "http_get"]
@@ -21,13 +22,21 @@ class Response:
 
 
 async def http_get(
-    port: int, path: str, *, host: str = "127.0.0.1", timeout_s: float = DEFAULT_TIMEOUT_S
+    port: int,
+    path: str,
+    *,
+    host: str = "127.0.0.1",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     """GET ``path``; raises ``OSError`` or ``TimeoutError`` when there is no proper answer."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n"
+            )
             writer.write(request.encode("ascii"))
             await writer.drain()
             raw = await reader.read()

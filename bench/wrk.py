@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -74,13 +75,22 @@ def parse_report(text: str) -> WrkReport:
 
 
 async def run_wrk(
-    url: str, *, core: int, duration_s: int, connections: int, threads: int = 1
+    url: str,
+    *,
+    core: int,
+    duration_s: int,
+    connections: int,
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
 ) -> WrkReport:
     """One wrk run pinned to ``core``; fails on a bad run rather than returning its figures."""
     argv = [
         "taskset", "-c", str(core),
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url,
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency",
     ]  # fmt: skip
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

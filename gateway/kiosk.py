@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from beacons.presence import LeftKiosk, NearKiosk, PresenceEvent, ZoneEntered, ZoneLeft
 from gateway.clock import Clock
@@ -27,7 +28,7 @@ from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.moments import Moments
 from gateway.render import Renderer, Scalar
-from gateway.store import Database
+from gateway.store import ConsentRecord, Database, ProfileRecord
 
 __all__ = ["KioskDirector", "KioskHub", "KioskView"]
 
@@ -114,6 +115,7 @@ class KioskDirector:
     ) -> None:
         self._moments = moments
         self._proof_floor = social_proof_floor
+        self._memo: dict[str, tuple[Any, Any, str, KioskDecision]] = {}
         self._kiosks = kiosks
         self._on_view = on_view
         self._warn = RateLimitedLog(log)
@@ -180,11 +182,33 @@ class KioskDirector:
             self.refresh(kiosk_id)
 
     def render_now(self, kiosk_id: str) -> tuple[str, KioskDecision]:
-        """Decide and render for whoever is at the kiosk, from fresh store reads."""
+        """Decide and render for whoever is at the kiosk, from fresh store reads. Within the
+        same second, for the same shopper, records and offers, the answer is the one just
+        given (the decision would be the same: one decision per moment)."""
         now = self._clock.now()
         shopper = self.shopper_at(kiosk_id)
         profile = self._db.profile(shopper) if shopper else None
         consent = self._db.consent(shopper) if shopper else None
+        key = (shopper, int(now), self._db.offers(), self._moments_key(shopper))
+        memo = self._memo.get(kiosk_id)
+        if memo is not None and memo[0] == key and memo[1] == (profile, consent):
+            (self._personal if memo[3].personal else self._generic).inc()
+            return memo[2], memo[3]
+        html, decision = self._render(kiosk_id, now, shopper, profile, consent)
+        self._memo[kiosk_id] = (key, (profile, consent), html, decision)
+        return html, decision
+
+    def _moments_key(self, shopper: str | None) -> object:
+        return None if self._moments is None or shopper is None else self._moments.key_of(shopper)
+
+    def _render(
+        self,
+        kiosk_id: str,
+        now: float,
+        shopper: str | None,
+        profile: ProfileRecord | None,
+        consent: ConsentRecord | None,
+    ) -> tuple[str, KioskDecision]:
         if self._moments is not None:
             decision = self._moments.decide(now, "kiosk", shopper, profile, consent)
         else:

@@ -128,6 +128,11 @@ class Moments:
             return
         self._begin(subject, moment, event.t)
 
+    def key_of(self, shopper_id: str) -> str | None:
+        """The shopper's current moment (changes whenever a new one starts)."""
+        shopper = self._shoppers.get(shopper_id)
+        return None if shopper is None else shopper.key
+
     def zone_of(self, shopper_id: str) -> str | None:
         shopper = self._shoppers.get(shopper_id)
         return None if shopper is None else shopper.moment.zone

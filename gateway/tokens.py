@@ -90,6 +90,7 @@ MAX_TOKEN_CHARS: Final = 2048
 MAX_CLOCK_SKEW_S: Final = 300
 MIN_SECRET_BYTES: Final = 32
 
+_VERIFIED_MEMO: Final = 4096  # tokens that verified, kept to skip their MAC next time
 _PREFIX: Final = "mt1"
 _MAC_CHARS: Final = 43  # 32 bytes of HMAC-SHA256, base64url without padding
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -141,13 +142,14 @@ def _b64encode(raw: bytes) -> str:
 class Tokens:
     """Issues and verifies tokens under one secret (pure: time is an argument)."""
 
-    __slots__ = ("_mac",)
+    __slots__ = ("_mac", "_verified")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             raise ValueError(f"a token secret must be at least {MIN_SECRET_BYTES} bytes")
         # Keyed once; each token copies this state and feeds only its claims part.
         self._mac = hmac.new(secret, f"{_PREFIX}.".encode(), hashlib.sha256)
+        self._verified: dict[str, Claims] = {}
 
     def _sign(self, claims_part: str) -> str:
         mac = self._mac.copy()
@@ -182,7 +184,19 @@ class Tokens:
 
     def authenticate(self, token: str) -> Claims:
         """The claims of a token whose shape and MAC are right, whatever its times say (for
-        revoking an expired token). Use :meth:`verify` to accept a request."""
+        revoking an expired token). Use :meth:`verify` to accept a request. A token seen
+        recently is answered from a small memo of tokens that verified (a screen or an app
+        sends the same one on every request); a token that failed is never kept."""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        claims = self._authenticate(token)
+        if len(self._verified) >= _VERIFIED_MEMO:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
+
+    def _authenticate(self, token: str) -> Claims:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise AuthError(
                 "token_malformed", f"token is not a string of at most {MAX_TOKEN_CHARS} characters"

@@ -213,14 +213,15 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
             yield {"gateway": gateway}
 
     routes = [
+        # The screens' paths first: Starlette tries routes in order, and they are the busiest.
+        Route("/kiosk/{kiosk_id}/offer", kiosk_offer),
+        Route("/kiosk/{kiosk_id}/events", kiosk_events),
+        Route("/kiosk/{kiosk_id}", kiosk_page),
         *api_routes(ENDPOINTS),
         Route("/", index),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
-        Route("/kiosk/{kiosk_id}", kiosk_page),
-        Route("/kiosk/{kiosk_id}/offer", kiosk_offer),
-        Route("/kiosk/{kiosk_id}/events", kiosk_events),
         Mount("/static", StaticFiles(directory=str(templates_dir() / "static")), name="static"),
     ]
     return Starlette(

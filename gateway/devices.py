@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
@@ -36,7 +37,7 @@ from gateway.redemptions import (
     parse_redemption,
     record_redemption_op,
 )
-from gateway.stock import StockBook, StockError, StockLimits, parse_stock
+from gateway.stock import StockBook, StockError, StockLimits, parse_stock, restock_signal
 from gateway.store import Database, Writer
 
 __all__ = ["REDEMPTION_WINDOW_S", "Devices"]
@@ -75,6 +76,7 @@ class Devices:
         self._warn = RateLimitedLog(log)
         self._pending: set[asyncio.Future[Any]] = set()
         self.redeemed = 0
+        self.on_signal: list[Callable[[str], None]] = []  # a device signal (restocked:<sku>)
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -112,6 +114,9 @@ class Devices:
         restocked = self.stock.apply(report)
         if restocked:
             log.info("restocked", extra={"shelf": shelf, "skus": restocked})
+            for sku in restocked:
+                for on_signal in self.on_signal:
+                    on_signal(restock_signal(sku))
 
     async def redeem(self, redemption: Redemption) -> tuple[bool, Attribution]:
         """Record one redemption (from a till or the API); ``(False, ...)`` for a receipt

@@ -128,6 +128,21 @@ class Moments:
             return
         self._begin(subject, moment, event.t)
 
+    def on_signal(self, signal: str, t: float) -> list[str]:
+        """A device signal (e.g. ``restocked:<sku>``) starts a moment for every shopper in a
+        zone now, where they are; returns who they are."""
+        touched: list[str] = []
+        for shopper_id, shopper in list(self._shoppers.items()):
+            if shopper.moment.zone is None:
+                continue
+            self._begin(
+                shopper_id,
+                Moment(trigger="signal", zone=shopper.moment.zone, signal=signal),
+                t,
+            )
+            touched.append(shopper_id)
+        return touched
+
     def key_of(self, shopper_id: str) -> str | None:
         """The shopper's current moment (changes whenever a new one starts)."""
         shopper = self._shoppers.get(shopper_id)

@@ -119,6 +119,7 @@ class Gateway:
             window_s=config.engine.attribution_days * 86_400.0,
         )
         self.moments.stock = self.devices.stock.in_stock
+        self.devices.on_signal.append(self._on_signal)
         status_topic = f"{config.broker.topic_prefix}/{config.store_id}/gateway/status"
         self.link = MqttLink(
             name="store",
@@ -258,6 +259,14 @@ class Gateway:
             log.warning("staff alerts not published yet", extra={"error": str(exc)})
             return
         self.shoppers.help_dirty = False
+
+    def _on_signal(self, signal: str) -> None:
+        """A device signal is a moment for everyone in the store: screens and phones
+        decide again for it (offers with a matching ``signal`` trigger may now show)."""
+        now = self.clock.now()
+        for shopper_id in self.moments.on_signal(signal, now):
+            self.shoppers.on_signal(shopper_id, now)
+        self.kiosks.refresh_all()
 
     def _push_phone(self, payload: bytes) -> None:
         """The retailer's messaging service follows ``{prefix}/{store}/phone/messages`` to

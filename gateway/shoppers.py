@@ -467,17 +467,24 @@ class Shoppers:
         if event.t - last > self._config.api.visit_gap_min * 60.0:
             start = event.t
         self._visits[shopper_id] = (start, event.t)
+        self._phone_moment(shopper_id, event.t)
+
+    def on_signal(self, shopper_id: str, t: float) -> None:
+        """A device signal (a shelf restocked) started a moment for a shopper in the store:
+        it may queue one offer for the phone, within the caps, like an entry."""
+        self._phone_moment(shopper_id, t)
+
+    def _phone_moment(self, shopper_id: str, t: float) -> None:
         try:
-            decision = self._decide_phone(shopper_id, event.t, count_caps=True)
+            decision = self._decide_phone(shopper_id, t, count_caps=True)
         except StoreError as exc:
             log.warning("phone decision failed", extra={"error": str(exc)})
             return
         if decision.offer is None:
             return
+        shown = self._shown(shopper_id, decision)
         future = asyncio.ensure_future(
-            self._record(
-                shopper_id, decision, self._shown(shopper_id, decision), channel="phone", bump=True
-            )
+            self._record(shopper_id, decision, shown, channel="phone", bump=True)
         )
         self._pending.add(future)
         future.add_done_callback(partial(self._queued, shopper_id))

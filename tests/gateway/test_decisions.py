@@ -268,3 +268,23 @@ def test_the_card_speaks_the_shoppers_language() -> None:
     )
     assert Moments.text(deal, PROFILE) == ("Café", "")  # PROFILE's locale is fr
     assert Moments.text(deal, None) == ("Coffee", "Fresh")
+
+
+async def test_a_restock_signal_is_a_moment_for_everyone_in_the_store(
+    db: Database, moments: Moments
+) -> None:
+    fresh = OfferRecord(
+        offer_id="fresh",
+        title="Back in stock",
+        priority=5,
+        triggers=[Trigger(on="signal", signal="restocked:sku-1")],
+    )
+    await put_offers(db, fresh, OfferRecord(offer_id="usual", title="Usual"))
+    moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW, rssi=-50))
+    before = moments.decide(NOW, "kiosk", "s1", PROFILE, CONSENT)
+    assert before.offer is not None and before.offer.offer_id == "usual"
+    assert ("fresh", "trigger") in before.rejected
+    assert moments.on_signal("restocked:sku-1", NOW + 5) == ["s1"]
+    after = moments.decide(NOW + 5, "kiosk", "s1", PROFILE, CONSENT)
+    assert after.offer is not None and after.offer.offer_id == "fresh"
+    assert moments.zone_of("s1") == "coffee"  # still where they were

@@ -471,8 +471,8 @@ def _context(profile: ProfileRecord | None, channel: Channel, moment: Moment | N
         greet_on_kiosk=None if profile is None else profile.greet_on_kiosk,
         zone=moment.zone,
         trigger=moment.trigger,
-        dwell_s=moment.dwell_s,
-        kiosk=moment.kiosk,
+        dwell_s=moment.dwell_s if moment.trigger == "dwell" else None,
+        kiosk=moment.kiosk if channel == "kiosk" else None,
         visits_today=moment.visits_today,
         channel=channel,
         hour=moment.hour,
@@ -490,7 +490,8 @@ def _in_daypart(hour: int, start: int, end: int) -> bool:
 
 def _matches(trigger: Trigger, moment: Moment) -> bool:
     if trigger.on != moment.trigger and not (
-        trigger.on == "entered" and moment.trigger in ("dwell", "near_kiosk")
+        (trigger.on == "entered" and moment.trigger in ("dwell", "near_kiosk"))
+        or (trigger.on == "near_kiosk" and moment.trigger == "dwell" and moment.kiosk)
     ):
         return False
     if trigger.zone is not None and trigger.zone != moment.zone:

@@ -24,7 +24,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from beacons.presence import (
@@ -72,6 +72,9 @@ class _Shopper:
     scores: dict[str, float] = field(default_factory=dict)
     shown: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=_MAX_SHOWN))
     quotes: dict[str, Quote] = field(default_factory=dict)
+    in_moment: set[str] = field(default_factory=set)  # offers shown in this moment
+    visits_today: int = 1
+    visit_day: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,9 @@ class Moments:
         if isinstance(event, ZoneEntered):
             moment = Moment(trigger="entered", zone=event.zone)
         elif isinstance(event, ZoneDwelling):
-            moment = Moment(trigger="dwell", zone=event.zone, dwell_s=event.seconds)
+            current = self._shoppers.get(subject)
+            kiosk = current.moment.kiosk if current and current.moment.zone == event.zone else None
+            moment = Moment(trigger="dwell", zone=event.zone, dwell_s=event.seconds, kiosk=kiosk)
         elif isinstance(event, NearKiosk):
             zone = self.zone_of(subject)
             moment = Moment(trigger="near_kiosk", zone=zone, kiosk=event.kiosk)
@@ -170,7 +175,7 @@ class Moments:
         shopper = self._shoppers.get(shopper_id)
         key = f"{moment.trigger}:{moment.zone}:{moment.kiosk}:{moment.dwell_s}:{t:.3f}"
         if shopper is None:
-            shopper = _Shopper(moment, t, key, visit_start=t, last_seen=t)
+            shopper = _Shopper(moment, t, key, visit_start=t, last_seen=t, visit_day=self._day(t))
             shopper.shown.extend(self._recent_showings(shopper_id))
             self._shoppers[shopper_id] = shopper
             if len(self._shoppers) > _MAX_SHOPPERS:
@@ -178,8 +183,12 @@ class Moments:
         else:
             if t - shopper.last_seen > self._visit_gap_s:
                 shopper.visit_start = t
+                day = self._day(t)
+                shopper.visits_today = shopper.visits_today + 1 if shopper.visit_day == day else 1
+                shopper.visit_day = day
             shopper.moment, shopper.started, shopper.key = moment, t, key
             shopper.scores = {}
+            shopper.in_moment = set()
         shopper.last_seen = t
         self._shoppers.move_to_end(shopper_id)
 
@@ -235,7 +244,7 @@ class Moments:
         counts: dict[str, int] = {}
         moment: Moment | None = None
         if shopper is not None and shopper_id is not None:
-            moment = shopper.moment
+            moment = replace(shopper.moment, visits_today=shopper.visits_today)
             scores = self._scores(shopper_id, shopper, offers, profile)
             counts = self._counts(shopper, offers, now)
         else:
@@ -287,6 +296,8 @@ class Moments:
         counts = self._store_caps(offers, now)
         windows = {o.offer_id: o.record.caps.window_s for o in offers}
         for t, offer_id in shopper.shown:
+            if offer_id in shopper.in_moment and t >= shopper.started:
+                continue  # this moment's own showing: the decision stands for the moment
             if t >= shopper.visit_start:
                 counts[f"visit:{offer_id}"] = counts.get(f"visit:{offer_id}", 0) + 1
             if t >= now - windows.get(offer_id, 86_400.0):
@@ -320,12 +331,16 @@ class Moments:
 
     def shown(
         self, shopper_id: str | None, offer: OfferRecord, now: float, profile: ProfileRecord | None
-    ) -> tuple[Any, ...]:
-        """Count a showing (caps, learning); returns the write op's arguments for the
-        store's counters, which the caller commits with the decision record."""
+    ) -> tuple[str, str] | None:
+        """Count a showing (caps, learning) once per moment; returns the arguments of the
+        store's counters (for :meth:`count_op_in`, committed with the decision record), or
+        None when this moment's showing of the offer was counted already."""
         if shopper_id is not None:
             shopper = self._shoppers.get(shopper_id)
             if shopper is not None:
+                if offer.offer_id in shopper.in_moment:
+                    return None  # one decision per moment: shown on every channel, counted once
+                shopper.in_moment.add(offer.offer_id)
                 shopper.shown.append((now, offer.offer_id))
             segments = profile.segments if profile is not None else ()
             segment = self.learner.segment_for(offer.offer_id, segments) if segments else ALL
@@ -349,22 +364,36 @@ class Moments:
             return Showing(offer, offer.price, offer.regular_price, None)
         shopper = None if shopper_id is None else self._shoppers.get(shopper_id)
         started = now if shopper is None else shopper.started
-        curve = ComeNow(
-            to_cents(regular, offer.currency),
-            terms.max_discount_pct,
-            terms.full_for_s,
-            terms.gone_after_s,
-        )
-        new = curve.quote(
-            offer.offer_id,
-            offer.currency,
-            since_trigger_s=now - started,
-            valid_until=started + terms.gone_after_s,
-        )
+        try:
+            curve = ComeNow(
+                to_cents(regular, offer.currency),
+                terms.max_discount_pct,
+                terms.full_for_s,
+                terms.gone_after_s,
+            )
+            new = curve.quote(
+                offer.offer_id,
+                offer.currency,
+                since_trigger_s=now - started,
+                valid_until=started + terms.gone_after_s,
+            )
+        except ValueError as exc:  # refused on arrival; an older store may still hold one
+            log.warning("come-now terms unusable", extra={"offer": offer.offer_id, "why": str(exc)})
+            return Showing(offer, offer.price, offer.regular_price, None)
         if shopper is not None:
             new = honour(shopper.quotes.get(offer.offer_id), new, now)
             shopper.quotes[offer.offer_id] = new
         return Showing(offer, new.price_cents / 100, new.regular_cents / 100, new)
+
+    def showings(self, shopper_id: str, offer_id: str) -> int:
+        """How many times the offer counted as shown to the shopper (once per moment)."""
+        shopper = self._shoppers.get(shopper_id)
+        return 0 if shopper is None else sum(oid == offer_id for _t, oid in shopper.shown)
+
+    def quoted(self, shopper_id: str, offer_id: str) -> Quote | None:
+        """The come-now quote last shown to the shopper for the offer (for its record)."""
+        shopper = self._shoppers.get(shopper_id)
+        return None if shopper is None else shopper.quotes.get(offer_id)
 
     # ----- what a card says -----
 

@@ -61,6 +61,7 @@ from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
 from gateway.moments import Moments
 from gateway.phone import PhoneQueue
+from gateway.pricing import Quote
 from gateway.ratelimit import RateLimiter
 from gateway.redemptions import bump_exposure_in
 from gateway.sensing import Sensing
@@ -418,7 +419,13 @@ class Shoppers:
             offer_id=view.offer_id if view.personal else None,
             reason=view.reason,
             rejected=list(decision.rejected),
-            inputs={"personal": view.personal, "held_out": list(decision.held_out)},
+            inputs={
+                "personal": view.personal,
+                "held_out": list(decision.held_out),
+                **_quote_inputs(
+                    self._moments.quoted(shopper_id, offer.offer_id) if offer else None
+                ),
+            },
         )
 
         held_out = decision.held_out
@@ -532,7 +539,7 @@ class Shoppers:
         held = "the shopper's quiet hours" if quiet else capped
         return self._moments.decide(now, "phone", shopper_id, profile, consent, held=held)
 
-    def _shown(self, shopper_id: str, decision: PhoneDecision) -> tuple[Any, ...]:
+    def _shown(self, shopper_id: str, decision: PhoneDecision) -> tuple[str, str] | None:
         """Count a showing at once, before any await: the next decision (this channel or
         another, this tick or the next) already sees it against the caps."""
         assert decision.offer is not None
@@ -543,7 +550,7 @@ class Shoppers:
         self,
         shopper_id: str,
         decision: PhoneDecision,
-        shown: tuple[Any, ...],
+        shown: tuple[str, str] | None,
         *,
         channel: str,
         bump: bool,
@@ -551,6 +558,7 @@ class Shoppers:
         assert decision.offer is not None
         now = self._clock.now()
         decision_id = secrets.token_hex(8)
+        showing = self._moments.quote(shopper_id, decision.offer, now)
         record = DecisionRecord(
             decision_id=decision_id,
             shopper_id=shopper_id,
@@ -560,9 +568,12 @@ class Shoppers:
             offer_id=decision.offer.offer_id,
             reason=decision.reason,
             rejected=list(decision.rejected),
-            inputs={"personal": decision.personal, "held_out": list(decision.held_out)},
+            inputs={
+                "personal": decision.personal,
+                "held_out": list(decision.held_out),
+                **_quote_inputs(showing.quote),
+            },
         )
-        showing = self._moments.quote(shopper_id, decision.offer, now)
         local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
             hours=self._config.api.utc_offset_h
         )
@@ -585,8 +596,9 @@ class Shoppers:
             record_decision_in(txn, self._db, record)
             for window in windows:
                 bump_counter_in(txn, self._db, shopper_id, "phone", window)
-            self._moments.count_op_in(txn, *shown)
-            bump_exposure_in(txn, self._db, shown[0], "treatment")
+            if shown is not None:  # counted once per moment, whatever the channel
+                self._moments.count_op_in(txn, *shown)
+                bump_exposure_in(txn, self._db, shown[0], "treatment")
             for offer_id in decision.held_out:
                 bump_exposure_in(txn, self._db, offer_id, "control")
             if self._config.hq.enabled:
@@ -738,6 +750,20 @@ class Shoppers:
             if not self.consent(shopper_id).allows(Purpose.PRESENCE, now):
                 self._sensing.forget(shopper_id)
                 self._kiosks.forget(shopper_id)
+
+
+def _quote_inputs(quote: Quote | None) -> dict[str, Any]:
+    """A come-now price as shown, kept in the decision record: the proof that honours it."""
+    if quote is None:
+        return {}
+    return {
+        "quote": {
+            "price_cents": quote.price_cents,
+            "regular_cents": quote.regular_cents,
+            "currency": quote.currency,
+            "valid_until": quote.valid_until,
+        }
+    }
 
 
 def _refused(exc: Exception) -> Exception:

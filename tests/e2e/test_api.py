@@ -623,16 +623,12 @@ async def test_a_cap_holds_under_a_burst_of_channels(make_config: Any, broker: A
                 ZoneEntered(subject=shopper, zone="coffee", t=now + k * 0.01, rssi=-50.0)
             )
 
-        answers = await asyncio.gather(*(ask() for _ in range(20)), *(walk(k) for k in range(5)))
+        await asyncio.gather(*(ask() for _ in range(20)), *(walk(k) for k in range(5)))
         await asyncio.sleep(0.5)  # the decisions' writes
-        offered = sum(
-            1
-            for a in answers
-            if a and any(o["offer_id"] == "espresso-beans-1kg" for o in a["offers"])
-        )
+        # One showing per visit, whatever the channels: every record of it is the same moment.
+        assert gateway.moments.showings(shopper, "espresso-beans-1kg") == 1
         records = decisions(gateway.db, shopper, limit=200)
-        shown = [r for r in records if r.offer_id == "espresso-beans-1kg"]
-        assert len(shown) == 1 and offered <= 1
+        assert any(r.offer_id == "espresso-beans-1kg" for r in records)
 
 
 async def test_a_queued_phone_card_is_pushed_for_the_messaging_service(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beacons.presence import NearKiosk, ZoneEntered
+from beacons.presence import NearKiosk, ZoneDwelling, ZoneEntered
 from gateway.engine import (
     CHECKS,
     Facts,
@@ -288,3 +288,31 @@ async def test_a_restock_signal_is_a_moment_for_everyone_in_the_store(
     after = moments.decide(NOW + 5, "kiosk", "s1", PROFILE, CONSENT)
     assert after.offer is not None and after.offer.offer_id == "fresh"
     assert moments.zone_of("s1") == "coffee"  # still where they were
+
+
+async def test_a_screen_keeps_its_offer_for_the_moment_it_was_shown_in(
+    db: Database, moments: Moments
+) -> None:
+    """A cap of one per visit counts this moment's showing for the next moment, not against
+    the decision it belongs to: the screen does not move on a second later."""
+    at_kiosk = OfferRecord(
+        offer_id="o1",
+        title="O1",
+        caps=Caps(per_visit=1),
+        triggers=[Trigger(on="near_kiosk")],
+    )
+    await put_offers(db, at_kiosk)
+    moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW - 5, rssi=-50))
+    moments.on_presence(NearKiosk(subject="s1", kiosk="k1", t=NOW, distance_m=1.0))
+    first = moments.decide(NOW, "kiosk", "s1", PROFILE, CONSENT)
+    assert first.offer is not None
+    moments.shown("s1", first.offer, NOW, PROFILE)
+    assert moments.shown("s1", first.offer, NOW, PROFILE) is None  # the phone: same showing
+    again = moments.decide(NOW + 1, "kiosk", "s1", PROFILE, CONSENT)
+    assert again.offer is not None and again.offer.offer_id == "o1"
+    # Dwelling at the kiosk is a new trigger there: the kiosk's offer is still for it, but
+    # this visit's one showing is used up.
+    moments.on_presence(ZoneDwelling(subject="s1", zone="coffee", t=NOW + 30, seconds=30.0))
+    later = moments.decide(NOW + 30, "kiosk", "s1", PROFILE, CONSENT)
+    assert ("o1", "cap:per_visit") in later.rejected
+    assert moments.showings("s1", "o1") == 1

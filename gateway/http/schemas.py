@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.redemptions import Redemption
 from gateway.shoppers import Card
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "PurposeChoice",
     "PurposeView",
     "RedemptionAnswer",
+    "RedemptionBody",
     "Register",
     "Registered",
     "Revoked",
@@ -258,13 +260,18 @@ class StaffAlerts(_Body, frozen=True):
     alerts: list[StaffAlert]
 
 
+class RedemptionBody(Redemption, frozen=True, forbid_unknown_fields=True):
+    """A till's redemption as the API takes it: the till topic's message, refusing unknown
+    fields like every other body (the MQTT path is lenient for older tills)."""
+
+
 class RedemptionAnswer(_Body, frozen=True):
     """Recorded once per (lane, receipt); ``side``: ``treatment`` (the shopper was shown
-    the offer), ``control`` (held out of it) or ``unattributed``."""
+    the offer), ``control`` (held out of it) or ``unattributed``. The decision it was
+    attributed to stays in the store: staff need not know it."""
 
     recorded: bool
     side: str
-    decision_id: str | None
 
 
 class ErasureDone(_Body, frozen=True):

@@ -30,6 +30,7 @@ from gateway.http.schemas import (
     PreferencesBody,
     PurposeView,
     RedemptionAnswer,
+    RedemptionBody,
     Register,
     Registered,
     Revoked,
@@ -250,9 +251,7 @@ async def redeem(call: Call) -> RedemptionAnswer:
     except RedemptionError as exc:
         raise ApiError("invalid_request", str(exc), status=422) from exc
     recorded, attribution = await call.gateway.devices.redeem(body)
-    return RedemptionAnswer(
-        recorded=recorded, side=attribution.side, decision_id=attribution.decision_id
-    )
+    return RedemptionAnswer(recorded=recorded, side=attribution.side)
 
 
 # ----- admin -----
@@ -469,7 +468,7 @@ ENDPOINTS: Final = (
         redeem,
         "A till's redemption of an offer, attributed to the shopper's last showing",
         ("staff", "admin"),
-        body=Redemption,
+        body=RedemptionBody,
         answer=RedemptionAnswer,
         tags=("devices",),
     ),

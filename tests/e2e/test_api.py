@@ -585,11 +585,11 @@ async def test_stock_and_redemptions_close_the_loop(
         again = await served.client.post(
             "/v1/redemptions", json={**till, "receipt": "R-1002"}, headers=bearer(staff)
         )
-        assert again.json() == {
-            "recorded": True,
-            "side": "treatment",
-            "decision_id": shown["offers"][0]["decision_id"],
-        }
+        assert again.json() == {"recorded": True, "side": "treatment"}
+        extra = await served.client.post(
+            "/v1/redemptions", json={**till, "receipt": "R-1003", "x": 1}, headers=bearer(staff)
+        )
+        assert extra.status_code == 422  # unknown fields are refused, as in every body
         bad = await served.client.post(
             "/v1/redemptions", json={**till, "v": 2}, headers=bearer(staff)
         )

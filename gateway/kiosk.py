@@ -27,7 +27,7 @@ from gateway.errors import RenderError, StoreError
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.moments import Moments
-from gateway.render import Renderer, Scalar
+from gateway.render import Renderer, Scalar, card_values
 from gateway.store import ConsentRecord, Database, ProfileRecord
 
 __all__ = ["KioskDirector", "KioskHub", "KioskView"]
@@ -215,33 +215,31 @@ class KioskDirector:
             decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
         (self._personal if decision.personal else self._generic).inc()
         offer = decision.offer
-        card: dict[str, Scalar] = {"offer_id": None}
+        values: dict[str, Scalar] = {"offer_id": None, "store_name": self._store_name}
         if offer is not None:
             price, regular = offer.price, offer.regular_price
-            title, body = offer.title, offer.body
             proof = ""
+            greet = decision.personal and profile is not None and profile.greet_on_kiosk
+            locale = profile.locale if decision.personal and profile is not None else "en"
             if self._moments is not None:
                 if decision.personal:
                     showing = self._moments.quote(shopper, offer, now)
                     price, regular = showing.price, showing.regular_price
-                    title, body = self._moments.text(offer, profile)
                 proof = self._moments.social_proof(offer, now, self._proof_floor)
-            card = {
-                "offer_id": offer.offer_id,
-                "title": title,
-                "body": body,
-                "price": price,
-                "regular_price": regular,
-                "currency": offer.currency,
-                "social_proof": proof,
-            }
-        if decision.personal:
-            greeting = profile.nickname if profile is not None and profile.greet_on_kiosk else ""
-            html = self._renderer.render_fragment("kiosk/offer.html.j2", greeting=greeting, **card)
-        else:
-            html = self._renderer.render_fragment(
-                "kiosk/generic.html.j2", store_name=self._store_name, **card
+            values = card_values(
+                offer,
+                price=price,
+                regular_price=regular,
+                locale=locale,
+                # Only what a shared screen may show: a nickname, and only when asked for.
+                greeting=profile.nickname if greet and profile is not None else "",
+                social_proof=proof,
+                store_name=self._store_name,
             )
+        if decision.personal and offer is not None:
+            html = self._renderer.render_card(offer.template_id, "kiosk", **values)
+        else:
+            html = self._renderer.render_fragment("kiosk/generic.html.j2", **values)
         self._metrics.renders.inc()
         return html, decision
 

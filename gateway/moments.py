@@ -414,14 +414,6 @@ class Moments:
         n = self.picked_today(offer.offer_id, now)
         return f"{n} people picked this up today" if n >= floor else ""
 
-    @staticmethod
-    def text(offer: OfferRecord, profile: ProfileRecord | None) -> tuple[str, str]:
-        """The offer's title and body in the shopper's language when HQ gave one."""
-        variant = offer.locales.get(profile.locale) if profile is not None else None
-        if variant is None:
-            return offer.title, offer.body
-        return variant.title, variant.body
-
     # ----- helpers -----
 
     def _recent_showings(self, shopper_id: str) -> list[tuple[float, str]]:

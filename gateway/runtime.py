@@ -34,7 +34,7 @@ from gateway.linkstate import LinkState
 from gateway.metrics import Metrics
 from gateway.moments import Moments
 from gateway.mqtt import MqttLink, Will
-from gateway.render import Renderer
+from gateway.render import Renderer, templates_from
 from gateway.sensing import Sensing
 from gateway.shoppers import Shoppers
 from gateway.store import Database, Writer
@@ -91,6 +91,7 @@ class Gateway:
             kiosks=self.kiosks,
             sensing=self.sensing,
             moments=self.moments,
+            renderer=self.renderer,
         )
         self.shoppers.on_alert.append(self._publish_help)
         self.shoppers.on_phone.append(self._push_phone)
@@ -173,6 +174,7 @@ class Gateway:
                 self.shoppers.on_enqueued.append(self.sync.relay.wake)
             try:
                 self.sensing.identities.maintain(self.clock.now())
+                self._load_templates()
                 self.kiosks.refresh_all()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self.link.run(), name="store-broker-link")
@@ -260,6 +262,17 @@ class Gateway:
             return
         self.shoppers.help_dirty = False
 
+    def _load_templates(self) -> None:
+        """HQ's templates (checked on arrival) into the renderer; unchanged versions cost
+        nothing. A failure leaves the loaded ones in use."""
+        try:
+            refused = self.renderer.load_hq(templates_from(self.db))
+        except StoreError as exc:
+            log.warning("templates not reloaded", extra={"error": str(exc)})
+            return
+        for template_id, why in refused.items():
+            log.warning("HQ template not used", extra={"template": template_id, "why": why})
+
     def _on_signal(self, signal: str) -> None:
         """A device signal is a moment for everyone in the store: screens and phones
         decide again for it (offers with a matching ``signal`` trigger may now show)."""
@@ -314,6 +327,7 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             self.sensing.tick()
+            self._load_templates()
             self.shoppers.recheck(self.clock.now())
             self._publish_help()
             # Re-decides every screen once a second: offers that start or end, consents that

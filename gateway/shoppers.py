@@ -56,7 +56,7 @@ from gateway.consents import (
 )
 from gateway.engine import KioskDecision, PhoneDecision
 from gateway.erasure import ErasureReport, erase_shopper_op, export
-from gateway.errors import ApiError, AuthError, StoreError
+from gateway.errors import ApiError, AuthError, RenderError, StoreError
 from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
 from gateway.moments import Moments
@@ -64,6 +64,7 @@ from gateway.phone import PhoneQueue
 from gateway.pricing import Quote
 from gateway.ratelimit import RateLimiter
 from gateway.redemptions import bump_exposure_in
+from gateway.render import Renderer, card_values
 from gateway.sensing import Sensing
 from gateway.store import (
     ConsentRecord,
@@ -111,6 +112,7 @@ class Card(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     currency: str
     personal: bool
     decision_id: str
+    html: str = ""  # the card rendered for the phone (HQ's template for the offer, or ours)
 
 
 @dataclass(slots=True)
@@ -136,6 +138,7 @@ class Shoppers:
         kiosks: KioskDirector,
         sensing: Sensing,
         moments: Moments | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         api = config.api
         self._config = config
@@ -146,6 +149,7 @@ class Shoppers:
         self._kiosks = kiosks
         self._sensing = sensing
         self._moments = moments or Moments(db=db, utc_offset_h=config.api.utc_offset_h)
+        self._renderer = renderer or Renderer()
         self._store = config.store_id
         self.hlc: HybridClock | None = None
         self._tokens: Tokens | None = None
@@ -608,16 +612,29 @@ class Shoppers:
         await self._writer.write(write)
         self._enqueued()
         offer = decision.offer
-        title, body = self._moments.text(offer, self._db.profile(shopper_id))
+        profile = self._db.profile(shopper_id)
+        values = card_values(
+            offer,
+            price=showing.price,
+            regular_price=showing.regular_price,
+            locale=profile.locale if profile is not None else "en",
+            store_name=self._store,
+        )
+        try:
+            html = self._renderer.render_card(offer.template_id, "phone", **values)
+        except RenderError as exc:  # the JSON card still goes; the app draws it itself
+            log.warning("phone card not rendered", extra={"error": str(exc)})
+            html = ""
         return Card(
             offer_id=offer.offer_id,
-            title=title,
-            body=body,
+            title=str(values["title"]),
+            body=str(values["body"]),
             price=showing.price,
             regular_price=showing.regular_price,
             currency=offer.currency,
             personal=decision.personal,
             decision_id=decision_id,
+            html=html,
         )
 
     # ----- app sightings, keys -----

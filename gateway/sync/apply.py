@@ -57,7 +57,10 @@ What each stream writes:
 
 ==============  ===================================================================
 ``offers``      ``OfferRecord`` put/delete in ``offers`` (HQ's replaces the store's)
-``templates``   ``TemplateRecord`` put/delete in ``templates`` (same)
+``templates``   ``TemplateRecord`` put/delete in ``templates`` (same); a template that
+                fails :func:`gateway.render.check_template` is refused like an
+                offer whose audience does not compile (the previous version stays,
+                HQ gets a ``rejection`` event)
 ``profiles``    ``ProfileRecord`` merged with :func:`~gateway.sync.merge.merge_profile`
 ``consents``    ``ConsentRecord`` merged with :func:`~gateway.sync.merge.merge_consent`,
                 each purpose it changed appended to the consent ledger (channel ``hq``);
@@ -84,6 +87,8 @@ import msgspec
 
 from gateway.clock import Clock, SystemClock
 from gateway.consents import forget_in, ledger_hq_in
+from gateway.pricing import ComeNow, to_cents
+from gateway.render import check_template
 from gateway.rules import RuleError, compile_rule
 from gateway.store import codec
 from gateway.store.database import (
@@ -100,6 +105,7 @@ from gateway.store.records import (
     OfferRecord,
     ProfileRecord,
     SyncState,
+    TemplateRecord,
     Tombstone,
 )
 from gateway.store.writer import WriteOp
@@ -260,7 +266,7 @@ class ApplyOp:
         self._issued_at = issued_at
         self.key_changes: list[tuple[str, bytes | None]] = []
         self.skipped: Counter[str] = Counter()
-        self.refused: list[tuple[str, int, str]] = []  # offers refused: id, version, why
+        self.refused: list[tuple[str, str, int, str]] = []  # stream, id, version, why
         self.behind = False
 
     def __call__(self, txn: Any) -> OpResult:
@@ -440,19 +446,26 @@ class ApplyOp:
             case OfferRecord():
                 why = _offer_refusal(record)
                 if why is not None:
-                    self._refuse(w, record, why)  # the version the store had stays
+                    # The version the store had stays.
+                    self._refuse(w, "offers", record.offer_id, record.version, why)
+                    return
+                w.put(record)
+            case TemplateRecord():
+                why = check_template(record.source)
+                if why is not None:
+                    self._refuse(w, "templates", record.template_id, record.version, why)
                     return
                 w.put(record)
             case _:
                 w.put(record)
 
-    def _refuse(self, w: _Txn, offer: OfferRecord, why: str) -> None:
-        """An offer that cannot be used is not applied; HQ hears why (a ``rejection`` event
-        in the same transaction), and the stream moves on."""
-        self.skipped["invalid_offer"] += 1
-        self.refused.append((offer.offer_id, offer.version, why))
+    def _refuse(self, w: _Txn, stream: Stream, record_id: str, version: int, why: str) -> None:
+        """A record that cannot be used (an offer, a template) is not applied; HQ hears why
+        (a ``rejection`` event in the same transaction), and the stream moves on."""
+        self.skipped[f"invalid_{stream.removesuffix('s')}"] += 1
+        self.refused.append((stream, record_id, version, why))
         if self._store_id:
-            body = {"stream": "offers", "id": offer.offer_id, "version": offer.version, "why": why}
+            body = {"stream": stream, "id": record_id, "version": version, "why": why}
             at_ms = round(self._now * 1000)
             enqueue_in(w.txn, self._db, self._store_id, "rejection", body, at_ms, perishable=False)
 
@@ -478,12 +491,13 @@ class ApplyOp:
                     w.delete(table, key)
             if self.stream == "consents":
                 self._db.bump_identity_generation(w.txn)
-        elif self.stream == "offers":
-            # An offer the snapshot brings in an unusable version keeps its live version.
+        elif self.stream in ("offers", "templates"):
+            # A record the snapshot brings in an unusable version keeps its live version.
             unusable = {
-                r.offer_id.encode()
+                table_and_key(r)[1]
                 for r in new
-                if isinstance(r, OfferRecord) and _offer_refusal(r) is not None
+                if (isinstance(r, OfferRecord) and _offer_refusal(r) is not None)
+                or (isinstance(r, TemplateRecord) and check_template(r.source) is not None)
             }
             for key, _value in w.scan(table):
                 if key not in unusable:
@@ -520,11 +534,26 @@ class ApplyOp:
 
 
 def _offer_refusal(offer: OfferRecord) -> str | None:
-    """Why an offer from HQ cannot be used (its audience rule does not compile), or None."""
+    """Why an offer from HQ cannot be used (its audience rule does not compile, or its
+    come-now terms cannot make a fair price), or None."""
     try:
         compile_rule(offer.audience)
     except RuleError as exc:
         return str(exc)
+    terms = offer.come_now
+    if terms is not None:
+        regular = offer.regular_price if offer.regular_price is not None else offer.price
+        if regular is None:
+            return "come_now: a come-now discount needs the regular price"
+        try:
+            ComeNow(
+                to_cents(regular, offer.currency),
+                terms.max_discount_pct,
+                terms.full_for_s,
+                terms.gone_after_s,
+            )
+        except ValueError as exc:
+            return f"come_now: {exc}"
     return None
 
 
@@ -636,10 +665,11 @@ class StreamApplier:
             self._counters.messages[stream, result] += 1
         for why, n in op.skipped.items():
             self._counters.skipped[stream, why] += n
-        for offer_id, version, why in op.refused:
+        for refused_stream, record_id, version, why in op.refused:
             log.warning(
-                "offer from HQ refused; the previous version stays",
-                extra={"offer": offer_id, "version": version, "why": why},
+                "%s record from HQ refused; the previous version stays",
+                refused_stream,
+                extra={"stream": refused_stream, "id": record_id, "version": version, "why": why},
             )
         for key_id, public in op.key_changes:
             if public is None:

@@ -229,6 +229,9 @@ async def test_phone_offer_why_and_no_marketing(make_config: Any, broker: Any) -
         assert [o["offer_id"] for o in offers["offers"]] == ["espresso-beans-1kg"]
         card = offers["offers"][0]
         assert card["personal"] is True and card["regular_price"] == 16.90
+        # The phone's HTML card: the price never without the regular one beside it.
+        assert "Espresso beans" in card["html"] and "12.90" in card["html"]
+        assert "16.90" in card["html"]
         why = await served.client.get("/v1/me/offers/espresso-beans-1kg/why", headers=bearer(token))
         assert why.status_code == 200
         assert why.json()["decision_id"] == card["decision_id"]

@@ -20,6 +20,7 @@ from gateway.engine import (
     static_pass,
 )
 from gateway.moments import Moments
+from gateway.render import card_values
 from gateway.rules import Context, RuleError
 from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord, Purpose
 from gateway.store import PurposeState as State
@@ -266,8 +267,10 @@ def test_the_card_speaks_the_shoppers_language() -> None:
     deal = OfferRecord(
         offer_id="o1", title="Coffee", body="Fresh", locales={"fr": Variant(title="Café")}
     )
-    assert Moments.text(deal, PROFILE) == ("Café", "")  # PROFILE's locale is fr
-    assert Moments.text(deal, None) == ("Coffee", "Fresh")
+    fr = card_values(deal, price=None, regular_price=None, locale=PROFILE.locale)
+    assert (fr["title"], fr["body"], fr["locale"]) == ("Café", "", "fr")
+    en = card_values(deal, price=None, regular_price=None)
+    assert (en["title"], en["body"]) == ("Coffee", "Fresh")
 
 
 async def test_a_restock_signal_is_a_moment_for_everyone_in_the_store(

@@ -75,6 +75,7 @@ from gateway.store import (
     Purpose,
     Writer,
 )
+from gateway.store.database import delete_under
 from gateway.store.hlc import HybridClock
 from gateway.store.records import DecisionRecord, PreferencesRecord
 from gateway.sync.outbox import enqueue_in
@@ -836,25 +837,14 @@ def _take_link_op(db: Database, code: str, now: float) -> Callable[[Any], str | 
 def _sweep_links_op(db: Database, now: float) -> Callable[[Any], int]:
     """Drop link codes that expired unused."""
 
+    def expired(_key: bytes, value: bytes) -> bool:
+        try:
+            return bool(msgspec.json.decode(value)["expires_at"] <= now)
+        except (msgspec.DecodeError, KeyError, TypeError):
+            return True  # unreadable: of no use to anyone
+
     def sweep(txn: Any) -> int:
-        handle = db.handle("tokens")
-        doomed: list[bytes] = []
-        with txn.cursor(db=handle) as cursor:
-            found = cursor.set_range(_LINK_PREFIX)
-            while found:
-                key = bytes(cursor.key())
-                if not key.startswith(_LINK_PREFIX):
-                    break
-                try:
-                    expired = msgspec.json.decode(bytes(cursor.value()))["expires_at"] <= now
-                except (msgspec.DecodeError, KeyError, TypeError):
-                    expired = True  # unreadable: of no use to anyone
-                if expired:
-                    doomed.append(key)
-                found = cursor.next()
-        for key in doomed:
-            txn.delete(key, db=handle)
-        return len(doomed)
+        return delete_under(txn, db.handle("tokens"), _LINK_PREFIX, expired)
 
     return sweep
 

@@ -60,7 +60,7 @@ import lmdb
 import msgspec
 
 from gateway.errors import AuthError, StoreError
-from gateway.store.database import Database
+from gateway.store.database import Database, delete_under
 
 __all__ = [
     "MAX_CLOCK_SKEW_S",
@@ -291,20 +291,12 @@ def sweep_op(db: Database, now: float) -> Callable[[Any], int]:
     (it is refused as expired from then on); returns how many it dropped."""
 
     def sweep(txn: Any) -> int:
-        tokens = db.handle("tokens")
-        doomed: list[bytes] = []
-        with txn.cursor(db=tokens) as cursor:
-            found = cursor.set_range(_JTI_PREFIX)
-            while found:
-                key = bytes(cursor.key())
-                if not key.startswith(_JTI_PREFIX):
-                    break
-                if now >= _read_u64(bytes(cursor.value()), key):
-                    doomed.append(key)
-                found = cursor.next()
-        for key in doomed:
-            txn.delete(key, db=tokens)
-        return len(doomed)
+        return delete_under(
+            txn,
+            db.handle("tokens"),
+            _JTI_PREFIX,
+            lambda key, value: now >= _read_u64(value, key),
+        )
 
     return sweep
 

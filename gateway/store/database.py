@@ -73,6 +73,7 @@ __all__ = [
     "HQ_CONFIG_KEY",
     "Database",
     "decision_key",
+    "delete_under",
     "ledger_key",
     "shopper_keys",
     "shopper_of",
@@ -153,6 +154,26 @@ def table_and_key(record: codec.Record) -> tuple[str, bytes]:
         case DecisionRecord():
             return "decisions", decision_key(record.shopper_id, record.hlc)
     return _TABLE_OF[type(record)], key.encode()
+
+
+def delete_under(
+    txn: Any, handle: Any, prefix: bytes, doomed: Callable[[bytes, bytes], bool]
+) -> int:
+    """Inside a write transaction: delete the entries under ``prefix`` for which
+    ``doomed(key, value)`` says so; returns how many."""
+    keys: list[bytes] = []
+    with txn.cursor(db=handle) as cursor:
+        found = cursor.set_range(prefix)
+        while found:
+            key = bytes(cursor.key())
+            if not key.startswith(prefix):
+                break
+            if doomed(key, bytes(cursor.value())):
+                keys.append(key)
+            found = cursor.next()
+    for key in keys:
+        txn.delete(key, db=handle)
+    return len(keys)
 
 
 def tombstone_key(kind: str, id_: str) -> bytes:

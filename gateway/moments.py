@@ -27,6 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+import lmdb
+import msgspec
+
 from beacons.presence import (
     LeftKiosk,
     NearKiosk,
@@ -46,7 +49,7 @@ from gateway.engine import (
     static_pass,
 )
 from gateway.errors import StoreError
-from gateway.learning import ALL, Learner
+from gateway.learning import ALL, Learner, Propensity
 from gateway.pricing import ComeNow, Quote, honour, to_cents
 from gateway.rules import RuleError
 from gateway.store import ConsentRecord, Database, OfferRecord, ProfileRecord
@@ -60,6 +63,8 @@ STORE_COUNTER: Final = "~store"
 _MAX_SHOPPERS: Final = 10_000
 _MAX_SHOWN: Final = 256
 _MAX_STATIC: Final = 4096
+_EXPLORE: Final = 1e9  # a draw no value times a propensity can reach
+_LEARNER_KEY: Final = b"learner_counts"
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class Moments:
         utc_offset_h: float = 0.0,
         visit_gap_s: float = 1800.0,
         seed: int = 0,
+        exploration: float = 0.05,
     ) -> None:
         self._db = db
         self.learner = learner or Learner()
@@ -108,6 +114,7 @@ class Moments:
         self.refused: dict[str, str] = {}  # offers that do not compile: id -> why
         self.stock: Callable[[str], bool | None] | None = None  # the shelves' latest word
         self._static: dict[tuple[Channel, Moment | None], StaticPass] = {}
+        self.exploration = exploration
 
     # ----- moments -----
 
@@ -285,9 +292,14 @@ class Moments:
                 rng = random.Random(int.from_bytes(seed, "big"))
                 segments = tuple(profile.segments) if profile is not None else ()
                 learner = self.learner
-                for oid in sorted(o.offer_id for o in offers):
+                ids = sorted(o.offer_id for o in offers)
+                for oid in ids:
                     segment = learner.segment_for(oid, segments) if segments else ALL
                     memo[oid] = learner.sample(oid, segment, rng)
+                if ids and rng.random() < self.exploration:
+                    # The floor of exploration: now and then one offer, chosen uniformly,
+                    # goes first in its priority tier, however little is known of it.
+                    memo[ids[rng.randrange(len(ids))]] = _EXPLORE
             return memo.get(offer_id, 0.5)
 
         return draw
@@ -394,6 +406,44 @@ class Moments:
         """The come-now quote last shown to the shopper for the offer (for its record)."""
         shopper = self._shoppers.get(shopper_id)
         return None if shopper is None else shopper.quotes.get(offer_id)
+
+    # ----- learning, kept -----
+
+    def save_op(self) -> Callable[[Any], None]:
+        """A write op keeping the learner's counts in ``meta`` (hourly and at shutdown), so a
+        restart does not forget what impressions and redemptions taught."""
+        rows = [
+            [offer_id, segment, p.impressions, p.redemptions]
+            for (offer_id, segment), p in self.learner.counts().items()
+        ]
+        raw = msgspec.json.encode(rows)
+        meta = self._db.handle("meta")
+
+        def save(txn: Any) -> None:
+            txn.put(_LEARNER_KEY, raw, db=meta)
+
+        return save
+
+    def restore(self) -> int:
+        """Load the counts :meth:`save_op` kept; returns how many keys (0 when none, or when
+        what is kept does not read: the learner then starts from its prior)."""
+        try:
+            with self._db.env.begin(db=self._db.handle("meta"), buffers=False) as txn:
+                raw = txn.get(_LEARNER_KEY)
+        except lmdb.Error as exc:
+            log.warning("learner counts not read", extra={"error": str(exc)})
+            return 0
+        if raw is None:
+            return 0
+        try:
+            rows = msgspec.json.decode(raw, type=list[tuple[str, str, int, int]])
+            self.learner.load(
+                {(o, seg): Propensity(impressions=i, redemptions=r) for o, seg, i, r in rows}
+            )
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.warning("learner counts unreadable; starting afresh", extra={"error": str(exc)})
+            return 0
+        return len(rows)
 
     # ----- what a card says -----
 

@@ -169,6 +169,7 @@ class Gateway:
                 enabled=self.sync is not None,
             )
             await self.shoppers.start(hlc)
+            self.moments.restore()
             if self.sync is not None:
                 self.events.on_enqueued.append(self.sync.relay.wake)
                 self.shoppers.on_enqueued.append(self.sync.relay.wake)
@@ -208,7 +209,7 @@ class Gateway:
                         for task in radio_tasks[1:]:
                             task.cancel()
             finally:
-                await self.events.aclose()
+                await self._last_writes()
                 await self.writer.aclose()
         finally:
             self.db.close()
@@ -308,6 +309,15 @@ class Gateway:
         while True:
             self.sensing.radio_sighting(await sightings.get())
 
+    async def _last_writes(self) -> None:
+        """Before the writer stops: the clock and what the learner learned, kept."""
+        if self.events is not None:
+            await self.events.aclose()
+        try:
+            await self.writer.write(self.moments.save_op())
+        except StoreError as exc:
+            log.error("learner counts not kept", extra={"error": str(exc)})
+
     async def _housekeeping(self) -> None:
         """Hourly retention: the shopper data's sweeps, and erasure tombstones when no HQ
         sync runs (HQ sync sweeps its own, and then forces the full resync it needs)."""
@@ -315,6 +325,7 @@ class Gateway:
         while True:
             try:
                 await self.shoppers.housekeeping()
+                await self.writer.write(self.moments.save_op())
                 if self.sync is None:
                     await self.writer.write(
                         sweep_tombstones_op(self.db, self.clock.now(), retention_s=retention_s)

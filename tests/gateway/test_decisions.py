@@ -319,3 +319,37 @@ async def test_a_screen_keeps_its_offer_for_the_moment_it_was_shown_in(
     later = moments.decide(NOW + 30, "kiosk", "s1", PROFILE, CONSENT)
     assert ("o1", "cap:per_visit") in later.rejected
     assert moments.showings("s1", "o1") == 1
+
+
+async def test_what_the_learner_learned_survives_a_restart(db: Database) -> None:
+    before = Moments(db=db, seed=7)
+    for _ in range(10):
+        before.learner.observe_impression("o1", "coffee")
+    before.learner.observe_redemption("o1", "coffee")
+    with db.env.begin(write=True) as txn:
+        before.save_op()(txn)
+    after = Moments(db=db, seed=7)
+    assert after.restore() == 2  # (o1, coffee) and (o1, all)
+    assert after.learner.propensity("o1", "coffee") == before.learner.propensity("o1", "coffee")
+
+
+async def test_the_exploration_floor_puts_an_offer_first_now_and_then(
+    db: Database,
+) -> None:
+    offers = [
+        OfferRecord(offer_id=f"o{n}", title=f"O{n}", value=10.0 if n == 0 else 1.0)
+        for n in range(5)
+    ]
+    await put_offers(db, *offers)
+    moments = Moments(db=db, seed=3, exploration=0.3)
+    for _ in range(20):  # the favourite is learned: it wins unless exploring
+        moments.learner.observe_impression("o0", "all")
+        moments.learner.observe_redemption("o0", "all")
+    firsts = []
+    for k in range(400):
+        moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW + k * 60, rssi=-50))
+        chosen = moments.decide(NOW + k * 60, "kiosk", "s1", PROFILE, CONSENT).offer
+        assert chosen is not None
+        firsts.append(chosen.offer_id)
+    others = sum(f != "o0" for f in firsts) / len(firsts)
+    assert 0.15 < others < 0.35  # about the floor (0.3 x 4/5 of explorations land elsewhere)

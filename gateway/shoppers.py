@@ -273,6 +273,11 @@ class Shoppers:
         await self._writer.write(_put_link_op(self._db, code, shopper_id, expires_at))
         return code, expires_at
 
+    async def settled(self) -> None:
+        """Until the decisions and records already started are written (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
     def _enqueued(self) -> None:
         for wake in self.on_enqueued:
             wake()

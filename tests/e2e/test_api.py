@@ -87,7 +87,7 @@ async def at_the_coffee_kiosk(served: Served, token: str) -> dict[str, Any]:
     return result
 
 
-async def until(check: Any, timeout: float = 5.0) -> None:
+async def until(check: Any, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.02)
@@ -419,7 +419,7 @@ class AlertWatcher:
         self._client.subscribe(topic, qos=1)
         self._client.loop_start()
 
-    def until(self, check: Any, timeout: float = 5.0) -> dict[str, Any]:
+    def until(self, check: Any, timeout: float = 15.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             state = self.states.get(timeout=max(0.01, deadline - time.monotonic()))
@@ -489,7 +489,7 @@ async def test_phone_messages_respect_the_shoppers_caps_and_quiet_hours(
 
         async def arrive(zone: str, t: float) -> None:
             shoppers.on_presence(ZoneEntered(subject=shopper, zone=zone, t=t, rssi=-50.0))
-            await asyncio.sleep(0.2)  # the decision's write, then the queue
+            await shoppers.settled()  # the decision's write, then the queue
 
         prefs = {"max_per_visit": 1, "max_per_day": 2, "quiet_hours": None}
         assert (
@@ -535,7 +535,7 @@ async def test_a_withdrawal_from_hq_is_in_force_within_a_tick(
         }
         record = msgspec.structs.replace(held, purposes={**held.purposes, **withdrawn})
         await gateway.writer.write(gateway.db.put_op([record]))  # as HQ's stream would
-        await until(lambda: gateway.sensing.zone_of(shopper) is None, timeout=3)
+        await until(lambda: gateway.sensing.zone_of(shopper) is None, timeout=10)
         assert gateway.shoppers.phone.peek(shopper) == []
         assert gateway.shoppers.help == {}
         assert gateway.hub.current("kiosk-1").personal is False
@@ -627,7 +627,7 @@ async def test_a_cap_holds_under_a_burst_of_channels(make_config: Any, broker: A
             )
 
         await asyncio.gather(*(ask() for _ in range(20)), *(walk(k) for k in range(5)))
-        await asyncio.sleep(0.5)  # the decisions' writes
+        await gateway.shoppers.settled()  # the decisions' writes
         # One showing per visit, whatever the channels: every record of it is the same moment.
         assert gateway.moments.showings(shopper, "espresso-beans-1kg") == 1
         records = decisions(gateway.db, shopper, limit=200)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import decision, decode, http_offer, ingest, outbox, sync
+from bench import signal as signal_to_screen
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
 from bench.results import Result
@@ -38,7 +39,15 @@ DURATION_S = 5
 QUICK_DURATION_S = 2
 HTTP_NAMES = (http_offer.NAME, http_offer.P99_NAME)
 SYNC_NAMES = (sync.SNAPSHOT_NAME, sync.DELTA_NAME)
-NAMES = (decode.NAME, ingest.NAME, decision.NAME, *SYNC_NAMES, outbox.NAME, *HTTP_NAMES)
+NAMES = (
+    decode.NAME,
+    ingest.NAME,
+    decision.NAME,
+    *SYNC_NAMES,
+    outbox.NAME,
+    signal_to_screen.NAME,
+    *HTTP_NAMES,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_tools("taskset")
             settings = outbox.Settings.for_mode(quick=args.quick)
             results += asyncio.run(_run(outbox.run(settings, broker_core, _say)))
+        if signal_to_screen.NAME in selected:
+            server_core, load_core = _cores()
+            _check_tools("taskset")
+            screen = signal_to_screen.Settings.for_mode(quick=args.quick)
+            results += asyncio.run(
+                _run(signal_to_screen.run(screen, server_core, load_core, REPO, _say))
+            )
         if selected.intersection(HTTP_NAMES):
             server_core, load_core = _cores()
             _check_tools("taskset", "wrk")

@@ -246,7 +246,9 @@ class Gateway:
     def _on_presence(self, event: PresenceEvent) -> None:
         self.moments.on_presence(event)  # first: the kiosk and the phone decide in it
         self.kiosks.on_presence(event)
-        self.shoppers.on_presence(event)
+        # The phone after the screen: the kiosk's live stream, woken by the view just
+        # published, goes out before the phone's decision and its reads run.
+        asyncio.get_running_loop().call_soon(self.shoppers.on_presence, event)
         if self.events is not None:
             self.events.presence(event)
 

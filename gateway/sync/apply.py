@@ -485,9 +485,8 @@ class ApplyOp:
             # Delete what the snapshot leaves out; what it lists is merged with the live
             # record (store-owned profile fields, consent rules), as a delta would be.
             listed = {table_and_key(record)[1] for record in new}
-            local = self._store_owned(w)
             for key, _value in w.scan(table):
-                if key not in listed and key not in local:
+                if key not in listed and not self._store_owned(w, key):
                     w.delete(table, key)
             if self.stream == "consents":
                 self._db.bump_identity_generation(w.txn)
@@ -507,15 +506,12 @@ class ApplyOp:
         for record in new:
             self._put(w, record)
 
-    def _store_owned(self, w: _Txn) -> set[bytes]:
-        """Shoppers who opted in on this store and whom HQ may not know yet (a snapshot
-        older than their registration must not delete them)."""
-        owned: set[bytes] = set()
-        for key, raw in w.scan("profiles"):
-            profile = codec.decode_as(ProfileRecord, raw)
-            if profile.origin == "store":
-                owned.add(key)
-        return owned
+    def _store_owned(self, w: _Txn, shopper: bytes) -> bool:
+        """Whether a shopper opted in on this store and HQ may not know them yet (a snapshot
+        older than their registration must not delete them). Asked only of the records a
+        snapshot leaves out, so a snapshot that lists everyone reads no profile for it."""
+        raw = w.get("profiles", shopper)
+        return raw is not None and codec.decode_as(ProfileRecord, raw).origin == "store"
 
     def _swap_keys(self, w: _Txn, new: Sequence[codec.Record]) -> None:
         old = [codec.decode_as(HqKeyRecord, raw) for _key, raw in w.scan("keyring")]

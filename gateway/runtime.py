@@ -93,7 +93,7 @@ class Gateway:
             moments=self.moments,
             renderer=self.renderer,
         )
-        self.shoppers.on_alert.append(self._publish_help)
+        self.shoppers.helpdesk.on_change.append(self._publish_help)
         self.shoppers.on_phone.append(self._push_phone)
         self.radio: BleakSource | None = None
         if config.radio.enabled:
@@ -256,14 +256,15 @@ class Gateway:
         """Staff devices follow ``{prefix}/{store}/staff/alerts``: the retained list of open
         help requests, republished whole on every change (and retried from the tick while
         the broker is away)."""
-        if not self.shoppers.help_dirty or not self.link.is_up:
+        desk = self.shoppers.helpdesk
+        if not desk.dirty or not self.link.is_up:
             return
         try:
-            self.link.publish(self._help_topic, self.shoppers.help_payload(), qos=1, retain=True)
+            self.link.publish(self._help_topic, desk.payload(), qos=1, retain=True)
         except LinkError as exc:
             log.warning("staff alerts not published yet", extra={"error": str(exc)})
             return
-        self.shoppers.help_dirty = False
+        desk.dirty = False
 
     def _load_templates(self) -> None:
         """HQ's templates (checked on arrival) into the renderer; unchanged versions cost

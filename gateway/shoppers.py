@@ -28,7 +28,6 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -57,6 +56,7 @@ from gateway.consents import (
 from gateway.engine import KioskDecision, PhoneDecision
 from gateway.erasure import ErasureReport, erase_shopper_op, export
 from gateway.errors import ApiError, AuthError, RenderError, StoreError
+from gateway.helpdesk import Help, HelpDesk
 from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
 from gateway.moments import Moments
@@ -90,7 +90,7 @@ from gateway.tokens import (
 )
 from gateway.tokens import sweep_op as token_sweep_op
 
-__all__ = ["Card", "Help", "Shoppers"]
+__all__ = ["Card", "Shoppers"]
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +114,6 @@ class Card(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     personal: bool
     decision_id: str
     html: str = ""  # the card rendered for the phone (HQ's template for the offer, or ours)
-
-
-@dataclass(slots=True)
-class Help:
-    """A shopper asked for help (staff_assist granted); withdrawn when they withdraw it."""
-
-    alert_id: str
-    shopper_id: str
-    name: str
-    zone: str | None
-    since: float
 
 
 class Shoppers:
@@ -156,12 +145,10 @@ class Shoppers:
         self._tokens: Tokens | None = None
         self._resolver: tuple[bytes, bytes] | None = None  # X25519 private, public
         self.phone: PhoneQueue[Card] = PhoneQueue(per_shopper=api.phone_queue)
-        self.help: dict[str, Help] = {}
+        self.helpdesk = HelpDesk()
         self._device_limit = RateLimiter(api.rate_per_s, api.burst)
         self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
         self._visits: dict[str, tuple[float, float]] = {}  # shopper -> (visit start, last seen)
-        self.on_alert: list[Callable[[], None]] = []  # the staff alert state changed
-        self.help_dirty = True  # published at start too: clears what a previous run left
         self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
         self.on_phone: list[Callable[[bytes], None]] = []  # a card queued for a phone
         self._pending: set[asyncio.Future[Any]] = set()
@@ -366,9 +353,7 @@ class Shoppers:
     def export(self, shopper_id: str) -> dict[str, Any]:
         data: dict[str, Any] = export(self._db, shopper_id)
         data["waiting_phone_messages"] = len(self.phone.peek(shopper_id))
-        data["open_help_requests"] = [
-            h.alert_id for h in self.help.values() if h.shopper_id == shopper_id
-        ]
+        data["open_help_requests"] = self.helpdesk.open_for(shopper_id)
         return data
 
     async def erase(self, shopper_id: str) -> tuple[ErasureReport, float]:
@@ -699,8 +684,7 @@ class Shoppers:
 
     def ask_help(self, shopper_id: str) -> Help:
         now = self._clock.now()
-        consent = self.consent(shopper_id)
-        if not consent.allows(Purpose.STAFF_ASSIST, now):
+        if not self.consent(shopper_id).allows(Purpose.STAFF_ASSIST, now):
             raise ApiError(
                 "consent_required",
                 "staff can only be alerted with your staff_assist consent",
@@ -709,56 +693,22 @@ class Shoppers:
         profile = self._db.profile(shopper_id)
         # What staff_assist allows staff to see: a nickname or first name, never more.
         name = (profile.nickname or profile.first_name) if profile is not None else ""
-        zone = self._sensing.zone_of(shopper_id)
-        existing = next((h for h in self.help.values() if h.shopper_id == shopper_id), None)
-        if existing is not None:
-            if existing.zone != zone:
-                existing.zone = zone
-                self._help_changed()
-            return existing
-        alert = Help(
-            alert_id=secrets.token_hex(6),
-            shopper_id=shopper_id,
-            name=name or "A shopper",
-            zone=zone,
-            since=now,
+        return self.helpdesk.ask(
+            shopper_id, name=name, zone=self._sensing.zone_of(shopper_id), now=now
         )
-        self.help[alert.alert_id] = alert
-        self._help_changed()
-        return alert
+
+    @property
+    def help(self) -> dict[str, Help]:
+        """The open help requests by alert id."""
+        return self.helpdesk.alerts
 
     def _withdraw_help(self, shopper_id: str) -> None:
-        gone = [a for a, h in self.help.items() if h.shopper_id == shopper_id]
-        for alert_id in gone:
-            del self.help[alert_id]
-        if gone:
-            self._help_changed()
-
-    def _help_changed(self) -> None:
-        self.help_dirty = True
-        for changed in self.on_alert:
-            changed()
-
-    def help_payload(self) -> bytes:
-        """The staff alert state: every open request, oldest first. Published retained as a
-        whole, so a withdrawn or erased shopper simply disappears from it, a device that
-        connects late sees who waits, and a restart (which starts with none) clears what an
-        earlier run left on the broker."""
-        alerts = sorted(self.help.values(), key=lambda h: h.since)
-        return msgspec.json.encode(
-            {
-                "v": 1,
-                "alerts": [
-                    {"alert_id": h.alert_id, "name": h.name, "zone": h.zone, "since": h.since}
-                    for h in alerts
-                ],
-            }
-        )
+        self.helpdesk.withdraw(shopper_id)
 
     def recheck(self, now: float) -> None:
         """Once a second: consents also change through HQ's stream (or expire); what waits on
         a consent that no longer allows it is withdrawn here."""
-        for shopper_id in {h.shopper_id for h in self.help.values()}:
+        for shopper_id in self.helpdesk.shoppers():
             if not self.consent(shopper_id).allows(Purpose.STAFF_ASSIST, now):
                 self._withdraw_help(shopper_id)
         for shopper_id in self.phone.shoppers():

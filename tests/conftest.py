@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+import gateway.render
 from gateway.config import Config, load_config
 from tests.support.broker import Broker, free_port
 from tests.support.peers import Publisher
@@ -19,6 +20,15 @@ settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _render_time_generous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never depend on the machine's speed: a template's render-time limit (50 ms in
+    production) is 5 s here, and a test of the limit itself sets it back."""
+    monkeypatch.setattr(gateway.render, "MAX_RENDER_S", 5.0)
+
+
 EXAMPLE = REPO / "deploy" / "moments.example.toml"
 
 

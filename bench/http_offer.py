@@ -18,9 +18,6 @@ it (the gateway's ``moments_decisions_total{kind="generic"}`` must not move).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import re
 import statistics
 import sys
@@ -35,6 +32,7 @@ import msgspec
 
 from bench.broker import start_mosquitto
 from bench.errors import BenchError
+from bench.gateway import CONFIG_FILE, KIOSK, gateway_env, kiosk_token, moments_command
 from bench.probe import http_get
 from bench.procs import Child, Children, free_port, wait_ready
 from bench.results import Result
@@ -51,8 +49,6 @@ NAME = "http_offer_vs_hello"
 P99_NAME = "http_offer_p99_vs_hello"
 BASELINE = "hello_world_starlette"
 
-CONFIG_FILE = Path("deploy") / "moments.example.toml"
-KIOSK = "kiosk-1"
 OFFER_PATH = f"/kiosk/{KIOSK}/offer"
 NODE = "node-coffee"
 ALICE_MAJOR, ALICE_MINOR = 100, 1
@@ -87,11 +83,11 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
 
         _, broker_port = await start_mosquitto(children, folder, core=settings.load_core)
         gateway_port, hello_port = free_port(), free_port()
-        env = _gateway_env(folder / "data", broker_port, gateway_port)
+        env = gateway_env(folder / "data", broker_port, gateway_port)
         config = load_config(repo / CONFIG_FILE, environ=env)
         await seed_store(config, demo_records(time.time()))
         # The kiosk's own token, as a real screen has it: every request is authenticated.
-        auth = {"Authorization": f"Bearer {await _kiosk_token(repo, env)}"}
+        auth = {"Authorization": f"Bearer {await kiosk_token(repo, env)}"}
         out(
             f"{NAME}: mosquitto :{broker_port}, gateway :{gateway_port}, hello :{hello_port}; "
             f"servers on core {settings.server_core}, wrk on core {settings.load_core}"
@@ -153,25 +149,13 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
     ]
 
 
-def _gateway_env(data: Path, broker_port: int, http_port: int) -> dict[str, str]:
-    """This process's environment without any MOMENTS_* setting, plus the run's overrides."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env.update(
-        MOMENTS_DATA_DIR=str(data),
-        MOMENTS_BROKER__PORT=str(broker_port),
-        MOMENTS_HTTP__PORT=str(http_port),
-        MOMENTS_LOG__LEVEL="warning",
-    )
-    return env
-
-
 async def _start_gateway(
     children: Children, settings: Settings, repo: Path, env: dict[str, str]
 ) -> Child:
-    moments = Path(sys.executable).with_name("moments")
-    if not moments.exists():
-        raise BenchError(f"{moments} is missing: run ./scripts/bench, which installs the package")
-    argv = ["taskset", "-c", str(settings.server_core), str(moments), "run", "-c", str(CONFIG_FILE)]
+    argv = [
+        "taskset", "-c", str(settings.server_core),
+        str(moments_command()), "run", "-c", str(CONFIG_FILE),
+    ]  # fmt: skip
     return await children.start("gateway", argv, cwd=repo, env=env)
 
 
@@ -257,20 +241,6 @@ async def _measure(url: str, settings: Settings, headers: dict[str, str]) -> Wrk
     return await run_wrk(
         url, core=core, connections=connections, duration_s=settings.duration_s, headers=headers
     )
-
-
-async def _kiosk_token(repo: Path, env: dict[str, str]) -> str:
-    """``moments token issue`` for the kiosk, against the run's store (before the gateway)."""
-    moments = Path(sys.executable).with_name("moments")
-    argv = [str(moments), "token", "issue", "-c", str(CONFIG_FILE), "--role", "kiosk"]
-    process = await asyncio.create_subprocess_exec(
-        *argv, "--subject", KIOSK, cwd=repo, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await process.communicate()
-    if process.returncode != 0:
-        raise BenchError(f"moments token issue exited with status {process.returncode}")
-    token: str = json.loads(out)["token"]
-    return token
 
 
 def _line(label: str, report: WrkReport) -> str:

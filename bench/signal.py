@@ -76,6 +76,7 @@ from starlette.routing import Route
 from beacons.backoff import Backoff
 from bench.broker import start_mosquitto
 from bench.errors import BenchError
+from bench.gateway import CONFIG_FILE, KIOSK, gateway_env, kiosk_token, moments_command
 from bench.probe import http_get
 from bench.procs import Child, Children, free_port, wait_ready
 from bench.results import Result
@@ -94,10 +95,8 @@ NAME: Final = "signal_to_screen_p99_ms"
 BASELINE: Final = "mqtt_to_sse_relay_p99_ms"
 TARGET_MS: Final = 10.0
 
-CONFIG_FILE: Final = Path("deploy") / "moments.example.toml"
 PREFIX: Final = "moments/v1"
 STORE: Final = "store-1"
-KIOSK: Final = "kiosk-1"
 EVENTS_PATH: Final = f"/kiosk/{KIOSK}/events"
 NODE: Final = "node-coffee"
 NODES: Final = ("node-entrance", "node-coffee")
@@ -114,7 +113,6 @@ READY_TIMEOUT_S: Final = 30.0
 CONNECT_TIMEOUT_S: Final = 10.0
 SAMPLE_TIMEOUT_S: Final = 5.0
 LEAVE_TIMEOUT_S: Final = 5.0
-TOKEN_TIMEOUT_S: Final = 30.0
 MIN_RATE_SHARE: Final = 0.9  # of ADVERTS_PER_S, as the gateway counts them
 RELAY_GAP_S: Final = (0.05, 0.25)  # between the gateway's sample and the relay's
 
@@ -187,11 +185,11 @@ async def run(
             children = await stack.enter_async_context(Children(folder))
             _, broker_port = await start_mosquitto(children, folder, core=load_core)
             gateway_port, relay_port = free_port(), free_port()
-            env = _gateway_env(folder / "data", broker_port, gateway_port)
+            env = gateway_env(folder / "data", broker_port, gateway_port, **_BENCH_ENV)
             await seed_store(
                 load_config(repo / CONFIG_FILE, environ=env), demo_records(time.time())
             )
-            token = await _kiosk_token(repo, env)
+            token = await kiosk_token(repo, env)
             out(
                 f"{NAME}: mosquitto :{broker_port}, gateway :{gateway_port}, relay "
                 f":{relay_port}; gateway and relay on core {server_core}; broker, "
@@ -199,7 +197,15 @@ async def run(
             )
             gateway = await children.start(
                 "gateway",
-                ["taskset", "-c", str(server_core), str(_moments()), "run", "-c", str(CONFIG_FILE)],
+                [
+                    "taskset",
+                    "-c",
+                    str(server_core),
+                    str(moments_command()),
+                    "run",
+                    "-c",
+                    str(CONFIG_FILE),
+                ],
                 cwd=repo,
                 env=env,
             )
@@ -381,59 +387,18 @@ def _on_core(core: int) -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
-def _gateway_env(data: Path, broker_port: int, http_port: int) -> dict[str, str]:
-    """This process's environment without any MOMENTS_* setting, plus the run's overrides
-    (the module docstring says why each)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
-    env.update(
-        MOMENTS_DATA_DIR=str(data),
-        MOMENTS_BROKER__PORT=str(broker_port),
-        MOMENTS_HTTP__PORT=str(http_port),
-        MOMENTS_LOG__LEVEL="warning",
-        MOMENTS_RADIO__ENABLED="false",
-        MOMENTS_PRESENCE__ENTER_CONFIRM_READINGS="1",
-        MOMENTS_PRESENCE__ENTER_CONFIRM_S="0",
-        MOMENTS_PRESENCE__WINDOW_S="0.2",
-        MOMENTS_PRESENCE__LEAVE_AFTER_S="0.2",
-    )
-    return env
-
-
-def _moments() -> Path:
-    moments = Path(sys.executable).with_name("moments")
-    if not moments.exists():
-        raise BenchError(f"{moments} is missing: run ./scripts/bench, which installs the package")
-    return moments
+_BENCH_ENV: Final = {
+    # The module docstring says why each.
+    "MOMENTS_RADIO__ENABLED": "false",
+    "MOMENTS_PRESENCE__ENTER_CONFIRM_READINGS": "1",
+    "MOMENTS_PRESENCE__ENTER_CONFIRM_S": "0",
+    "MOMENTS_PRESENCE__WINDOW_S": "0.2",
+    "MOMENTS_PRESENCE__LEAVE_AFTER_S": "0.2",
+}
 
 
 def _module(core: int, *args: str) -> list[str]:
     return ["taskset", "-c", str(core), sys.executable, "-m", "bench.signal", *args]
-
-
-async def _kiosk_token(repo: Path, env: dict[str, str]) -> str:
-    """A kiosk token for the screen's stream, as an installer issues it."""
-    argv = [str(_moments()), "token", "issue", "--role", "kiosk", "--subject", KIOSK]
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        "-c",
-        str(CONFIG_FILE),
-        cwd=repo,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(TOKEN_TIMEOUT_S):
-            stdout, stderr = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise BenchError(f"moments token issue took over {TOKEN_TIMEOUT_S:.0f} s") from None
-    if process.returncode != 0:
-        raise BenchError(f"moments token issue failed ({process.returncode}): {stderr.decode()}")
-    token: str = msgspec.json.decode(stdout)["token"]
-    return token
 
 
 async def _link_up(port: int) -> bool:

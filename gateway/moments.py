@@ -155,6 +155,11 @@ class Moments:
             touched.append(shopper_id)
         return touched
 
+    def visit_start(self, shopper_id: str) -> float | None:
+        """When the shopper's current visit began (a gap of ``visit_gap_s`` starts a new one)."""
+        shopper = self._shoppers.get(shopper_id)
+        return None if shopper is None else shopper.visit_start
+
     def key_of(self, shopper_id: str) -> str | None:
         """The shopper's current moment (changes whenever a new one starts)."""
         shopper = self._shoppers.get(shopper_id)

@@ -148,7 +148,6 @@ class Shoppers:
         self.helpdesk = HelpDesk()
         self._device_limit = RateLimiter(api.rate_per_s, api.burst)
         self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
-        self._visits: dict[str, tuple[float, float]] = {}  # shopper -> (visit start, last seen)
         self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
         self.on_phone: list[Callable[[bytes], None]] = []  # a card queued for a phone
         self._pending: set[asyncio.Future[Any]] = set()
@@ -375,7 +374,6 @@ class Shoppers:
         self._kiosks.refresh_all()
         self.phone.cancel(shopper_id)
         self._withdraw_help(shopper_id)
-        self._visits.pop(shopper_id, None)
         log.info("shopper erased", extra={"removed": sum(report.removed.values())})
         return report, now
 
@@ -464,12 +462,8 @@ class Shoppers:
         """An entry or an approach may queue one offer for the phone, within the caps."""
         if not isinstance(event, ZoneEntered | NearKiosk):
             return
-        shopper_id = event.subject
-        start, last = self._visits.get(shopper_id, (event.t, event.t))
-        if event.t - last > self._config.api.visit_gap_min * 60.0:
-            start = event.t
-        self._visits[shopper_id] = (start, event.t)
-        self._phone_moment(shopper_id, event.t)
+        # The visit (for the per-visit limit) is the moments' own: they saw this event first.
+        self._phone_moment(event.subject, event.t)
 
     def on_signal(self, shopper_id: str, t: float) -> None:
         """A device signal (a shelf restocked) started a moment for a shopper in the store:
@@ -513,6 +507,10 @@ class Shoppers:
         for push in self.on_phone:
             push(payload)
 
+    def _visit_start(self, shopper_id: str, now: float) -> float:
+        start = self._moments.visit_start(shopper_id)
+        return now if start is None else start
+
     def _decide_phone(self, shopper_id: str, now: float, *, count_caps: bool) -> PhoneDecision:
         consent = self._db.consent(shopper_id)
         profile = self._db.profile(shopper_id)
@@ -524,7 +522,7 @@ class Shoppers:
         capped = ""
         if count_caps:
             day = f"day:{local.date().isoformat()}"
-            visit = f"visit:{int(self._visits.get(shopper_id, (now, now))[0])}"
+            visit = f"visit:{int(self._visit_start(shopper_id, now))}"
             max_day = _DAY_CAP_DEFAULT if prefs.max_per_day is None else prefs.max_per_day
             max_visit = _VISIT_CAP_DEFAULT if prefs.max_per_visit is None else prefs.max_per_visit
             if counter(self._db, shopper_id, "phone", day) >= max_day:
@@ -572,7 +570,7 @@ class Shoppers:
         local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
             hours=self._config.api.utc_offset_h
         )
-        visit = f"visit:{int(self._visits.get(shopper_id, (now, now))[0])}"
+        visit = f"visit:{int(self._visit_start(shopper_id, now))}"
         windows = (f"day:{local.date().isoformat()}", visit) if bump else ()
 
         summary: dict[str, Any] = {

@@ -488,7 +488,9 @@ async def test_phone_messages_respect_the_shoppers_caps_and_quiet_hours(
         shoppers = served.gateway.shoppers
 
         async def arrive(zone: str, t: float) -> None:
-            shoppers.on_presence(ZoneEntered(subject=shopper, zone=zone, t=t, rssi=-50.0))
+            entered = ZoneEntered(subject=shopper, zone=zone, t=t, rssi=-50.0)
+            served.gateway.moments.on_presence(entered)  # as the gateway does: moments first
+            shoppers.on_presence(entered)
             await shoppers.settled()  # the decision's write, then the queue
 
         prefs = {"max_per_visit": 1, "max_per_day": 2, "quiet_hours": None}

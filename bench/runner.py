@@ -25,7 +25,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import decision, decode, http_offer, ingest, outbox, sync
+from bench import decision, decode, http_offer, ingest, outbox, presence, sync
 from bench import signal as signal_to_screen
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
@@ -47,6 +47,7 @@ NAMES = (
     outbox.NAME,
     signal_to_screen.NAME,
     *HTTP_NAMES,
+    *presence.NAMES,
 )
 
 
@@ -99,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load_core=load_core,
             )
             results += asyncio.run(_run(http_offer.run(http_settings, REPO, _say)))
+        if selected.intersection(presence.NAMES):
+            results += presence.run(presence.Settings.for_mode(quick=args.quick), _say)
     except BenchError as exc:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -19,8 +19,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from firmware_sim import cli as sim_cli
 from gateway import __version__
-from gateway.config import Config, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError, MomentsError
 from gateway.hq import cli as hq_cli
 from gateway.logs import configure_logging
@@ -141,19 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     _register_token(sub)
     _register_report(sub)
 
-    sim = sub.add_parser(
-        "sim",
-        help="run the simulated store",
-        description="Publish scanner-node messages for the small scripted demo store (two "
-        "zones, one kiosk, a shopper who opted in and one who did not) to the store broker, "
-        "after seeding the demo profiles, consents and offers into the gateway's store.",
-    )
-    sim.add_argument("-c", "--config", type=Path, help="the gateway's TOML configuration file")
-    sim.add_argument("--speed", type=float, default=1.0, help="time factor (2 = twice as fast)")
-    sim.add_argument("--rounds", type=int, default=0, help="rounds of the script (0 = forever)")
-    sim.add_argument("--seed", type=int, default=7, help="random seed for the radio noise")
-    sim.add_argument("--no-seed-store", action="store_true", help="do not write the demo records")
-    sim.set_defaults(handler=_cmd_sim)
+    sim_cli.register(sub, _help_of)
     return parser
 
 
@@ -566,24 +555,6 @@ def _cmd_token_revoke_subject(args: argparse.Namespace) -> int:
         return {"role": role, "subject": subject, "generation": current}
 
     return _token_command(run)
-
-
-def _cmd_sim(args: argparse.Namespace) -> int:
-    from firmware_sim.runner import run_demo_store
-
-    config: Config = load_config(args.config)
-    configure_logging(config.log.level, "text")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    asyncio.run(
-        run_demo_store(
-            config,
-            speed=args.speed,
-            rounds=args.rounds,
-            seed=args.seed,
-            seed_store=not args.no_seed_store,
-        )
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -171,13 +172,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.http import create_app
+    from gateway.sdnotify import Notifier
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
     app = create_app(config)
+    # Under systemd (Type=notify, deploy/moments.service): ready once the socket listens,
+    # watchdog pings from the event loop itself (a stuck loop stops them), stopping at exit.
+    notifier = Notifier(os.environ)
+
+    async def watchdog(interval: float) -> None:
+        while True:
+            notifier.watchdog()
+            await asyncio.sleep(interval)
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                notifier.ready()
+                interval = notifier.watchdog_interval_s
+                if interval is not None:
+                    self._watchdog = asyncio.create_task(watchdog(interval), name="watchdog")
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            notifier.stopping()
             gateway = getattr(app.state, "gateway", None)
             if gateway is not None:
                 # Live streams end at once instead of holding the shutdown open.

@@ -67,3 +67,7 @@ ensure_chromium() {
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
     apt_install chromium
 }
+
+ensure_systemd_analyze() {  # tests/deploy/test_systemd.py verifies the unit with it
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+}

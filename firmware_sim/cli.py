@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from firmware_sim.bluez import FakeBlueZ
     from firmware_sim.floorplan import Scenario
+    from firmware_sim.live import LiveReport
+    from gateway.config import Config
 
 __all__ = ["register"]
 
@@ -60,6 +63,16 @@ def register(
         help="simulated seconds to skip at the start of each round, so the store is busy",
     )
     run.add_argument("--base-url", default="", help="the gateway's HTTP address (default: config)")
+    run.add_argument(
+        "--bluez",
+        action="store_true",
+        help="start an emulated BlueZ on a private D-Bus bus for the box's own radio (the "
+        "scenario's [box]); start the gateway with DBUS_SYSTEM_BUS_ADDRESS set to the address "
+        "it prints",
+    )
+    run.add_argument(
+        "--bluez-address-file", type=Path, help="also write that bus address to this file"
+    )
     run.set_defaults(handler=_cmd_run)
 
     score = commands.add_parser(
@@ -152,27 +165,53 @@ def _text_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from firmware_sim.live import run_live
     from gateway.config import load_config
 
     config = load_config(args.config)
     scenario = _scenario(args)
     _text_logging(config.log.level)
+    if args.bluez and scenario.box is None:
+        print(f"moments: --bluez needs a [box] in {args.scenario}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = asyncio.run(
-        run_live(
-            config,
-            scenario,
-            speed=args.speed,
-            repeat=args.repeat,
-            truth_path=args.truth,
-            base_url=args.base_url,
-            warm_up_s=args.warm_up,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    )
+    if args.bluez:
+        report = _run_with_bluez(config, scenario, args)
+    else:
+        report = asyncio.run(_live(config, scenario, args, None))
     print(json.dumps(report.as_dict()), flush=True)
     return 0
+
+
+def _run_with_bluez(config: Config, scenario: Scenario, args: argparse.Namespace) -> LiveReport:
+    from firmware_sim.bluez import FakeBlueZ, PrivateBus
+
+    async def main(address: str) -> LiveReport:
+        async with FakeBlueZ(address) as bluez:
+            return await _live(config, scenario, args, bluez)
+
+    with PrivateBus() as address:
+        print(f"DBUS_SYSTEM_BUS_ADDRESS={address}", file=sys.stderr, flush=True)
+        if args.bluez_address_file is not None:
+            args.bluez_address_file.write_text(address + "\n", encoding="utf-8")
+        return asyncio.run(main(address))
+
+
+async def _live(
+    config: Config, scenario: Scenario, args: argparse.Namespace, bluez: FakeBlueZ | None
+) -> LiveReport:
+    from firmware_sim.live import run_live
+
+    return await run_live(
+        config,
+        scenario,
+        speed=args.speed,
+        repeat=args.repeat,
+        truth_path=args.truth,
+        base_url=args.base_url,
+        warm_up_s=args.warm_up,
+        bluez=bluez,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from gateway.store import OfferRecord
 __all__ = [
     "SCENARIOS",
     "BeaconSpec",
+    "BoxSpec",
     "DoorSpec",
     "KioskSpec",
     "LaneSpec",
@@ -148,6 +149,15 @@ class BeaconSpec(_Spec, frozen=True, kw_only=True):
         return f"eddystone_uid:{self.namespace}:{self.instance}"
 
 
+class BoxSpec(_Spec, frozen=True, kw_only=True):
+    """The gateway box itself: its own Bluetooth radio hears what is near it (through the
+    emulated BlueZ, ``moments sim run --bluez``). In a zone, it senses that zone; outside
+    every zone (a back office), it only watches the store's beacons."""
+
+    at: _XY
+    min_rssi_dbm: _Dbm = -100.0
+
+
 class StockItem(_Spec, frozen=True, kw_only=True):
     sku: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]
     qty: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
@@ -231,6 +241,7 @@ class Scenario(_Spec, frozen=True, kw_only=True):
     beacons: list[BeaconSpec] = msgspec.field(default_factory=list)
     shelves: list[ShelfSpec] = msgspec.field(default_factory=list)
     doors: Annotated[list[DoorSpec], msgspec.Meta(min_length=1, max_length=64)]
+    box: BoxSpec | None = None
     lanes: list[LaneSpec] = msgspec.field(default_factory=list)
     population: PopulationSpec = msgspec.field(default_factory=PopulationSpec)
     offers: list[dict[str, Any]] = msgspec.field(default_factory=list)
@@ -406,6 +417,13 @@ def gateway_config(s: Scenario) -> str:
             f"zone = {_q(s.zone_at(k.at) or '')}",
             f"name = {_q(k.name or k.id)}",
             f"scanner = {_q(k.scanner)}",
+            "",
+        ]
+    if s.box is not None:
+        lines += [
+            "[radio]",
+            "# The box's own radio; in a zone it senses that zone, else it watches beacons.",
+            f"zone = {_q(s.zone_at(s.box.at) or '')}",
             "",
         ]
     for b in s.beacons:

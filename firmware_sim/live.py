@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from beacons.backoff import Backoff
+from firmware_sim.bluez import FakeBlueZ
 from firmware_sim.floorplan import Scenario
 from firmware_sim.http_client import HttpClient, HttpError
 from firmware_sim.runner import seed_store
@@ -42,6 +43,7 @@ from firmware_sim.world import (
     NodeBatchOut,
     NodeTelemetry,
     Output,
+    RadioHeard,
     RedemptionOut,
     StockReport,
     World,
@@ -60,6 +62,8 @@ log = logging.getLogger(__name__)
 _TICK_S = 0.1
 _PROGRESS_S = 10.0
 _TOKEN_SLACK_S = 3600.0
+_RADIO_SWEEP_S = 10.0
+_RADIO_EXPIRE_S = 30.0  # BlueZ forgets an unconnected device after 30 s by default
 
 
 class _Card(msgspec.Struct, frozen=True):
@@ -110,6 +114,7 @@ async def run_live(
     truth_path: Path | None = None,
     base_url: str = "",
     warm_up_s: float = 0.0,
+    bluez: FakeBlueZ | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LiveReport:
     """Run the scenario (once, or round after round with a new seed each) against the
@@ -151,6 +156,7 @@ async def run_live(
                 http=http,
                 tokens=tokens,
                 prefix=prefix,
+                bluez=bluez,
             )
             listen = asyncio.create_task(drive.listen(listener), name="sim-listen")
             try:
@@ -246,6 +252,7 @@ class _Drive:
         http: HttpClient,
         tokens: dict[str, str],
         prefix: str,
+        bluez: FakeBlueZ | None,
     ) -> None:
         self._world = world
         self._report = report
@@ -258,6 +265,9 @@ class _Drive:
         self._max_pending = 64
         self._beacons = {b.id: b for b in world.scenario.beacons}
         self._alerts_seen: set[str] = set()
+        self._bluez = bluez
+        self._radio_last: dict[str, float] = {}  # address -> sim time last heard by the box
+        self._radio_sweep = 0.0
 
     async def run(self, progress: Callable[[str], None] | None, *, warm_up_s: float) -> None:
         world = self._world
@@ -349,6 +359,23 @@ class _Drive:
             )
         elif isinstance(out, HelpTap):
             self._call("POST", "/v1/me/help", out.shopper_id, None, "help")
+        elif isinstance(out, RadioHeard):
+            self._radio(out)
+
+    def _radio(self, out: RadioHeard) -> None:
+        """What the box's own adapter hears goes to the emulated BlueZ, which bleak scans;
+        a device silent for a while disappears, as BlueZ lets it."""
+        if self._bluez is None:
+            return
+        if self._bluez.advertise_payload(out.address, out.payload, rssi=out.rssi):
+            self._report.sent["radio"] += 1
+        self._radio_last[out.address] = out.t
+        if out.t - self._radio_sweep >= _RADIO_SWEEP_S:
+            self._radio_sweep = out.t
+            for address, last in list(self._radio_last.items()):
+                if out.t - last > _RADIO_EXPIRE_S:
+                    del self._radio_last[address]
+                    self._bluez.remove(address)
 
     def _sighting(self, beacon_id: str, rssi: int, at: float) -> dict[str, Any]:
         b = self._beacons[beacon_id]

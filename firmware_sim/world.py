@@ -50,6 +50,7 @@ __all__ = [
     "NodeBatchOut",
     "NodeTelemetry",
     "Output",
+    "RadioHeard",
     "RedemptionOut",
     "StockReport",
     "World",
@@ -69,6 +70,16 @@ class NodeBatchOut:
     node: str
     seq: int
     adverts: tuple[Advert, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RadioHeard:
+    """An advertisement the gateway box's own radio heard (for the emulated BlueZ)."""
+
+    t: float
+    address: str
+    payload: bytes
+    rssi: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +133,14 @@ class NodeTelemetry:
 
 
 Output = (
-    NodeBatchOut | AppSightings | StockReport | DoorCount | RedemptionOut | HelpTap | NodeTelemetry
+    NodeBatchOut
+    | AppSightings
+    | StockReport
+    | DoorCount
+    | RedemptionOut
+    | HelpTap
+    | NodeTelemetry
+    | RadioHeard
 )
 
 
@@ -278,6 +296,7 @@ class World:
         self.collect_readings = collect_readings
         self.readings: list[Reading] = []
         self._timed: list[_Timed] = []
+        self._radio_heard: list[RadioHeard] = []
         self._seq = 0
         for shopper in self.shoppers:
             self._plan_events(shopper)
@@ -362,6 +381,8 @@ class World:
             self._admit(t0, t1)
             self._timed_events(t1, out)
             self._advertise(t0, t1)
+            out.extend(self._radio_heard)
+            self._radio_heard.clear()
             self._range(t1, out)
             self._flush_nodes(t1, out)
             self._doors_report(t1, out)
@@ -438,6 +459,13 @@ class World:
             node.buffer.append((te, data, rssi, addr))
             if reading_for is not None:
                 self.readings.append(Reading(reading_for, node.id, rssi, self.epoch(te)))
+        box = self.scenario.box
+        if box is not None:
+            rssi = self.channel.receive(
+                (adv.key, "box"), adv.tx_at_1m, where, box.at, te, other_rate_per_s=others
+            )
+            if rssi is not None and rssi >= box.min_rssi_dbm:
+                self._radio_heard.append(RadioHeard(te, addr, data, rssi))
 
     def _phone_payload(self, s: SimShopper, te: float) -> tuple[bytes, str]:
         window = int(te // self.scenario.population.address_rotation_s)

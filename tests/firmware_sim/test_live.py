@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from firmware_sim.bluez import FakeBlueZ, PrivateBus
 from firmware_sim.floorplan import gateway_config, load_scenario
 from firmware_sim.live import run_live
 from gateway.config import Config
@@ -80,3 +81,32 @@ async def test_the_simulated_store_runs_against_a_gateway(
     assert metric(text, 'moments_sightings_total{kind="anonymous"}') > 0
     assert metric(text, 'moments_adverts_total{source="app"}') > 0
     assert metric(text, 'moments_decisions_total{kind="personal"}') > 0
+
+
+async def test_the_boxs_own_radio_hears_the_store_through_the_emulated_bluez(
+    tmp_path: Path, broker: Broker
+) -> None:
+    scenario = load_scenario("supermarket").with_changes(duration_s=120.0, population__shoppers=10)
+    config_file = tmp_path / "moments.toml"
+    config_file.write_text(f'store_id = "{scenario.store_id}"\n' + gateway_config(scenario))
+    with PrivateBus() as address:
+        async with FakeBlueZ(address) as bluez:
+            env = {"MOMENTS_RADIO__ENABLED": "true", "DBUS_SYSTEM_BUS_ADDRESS": address}
+            async with running_gateway(config_file, tmp_path, broker.port, env=env) as (
+                config,
+                base,
+            ):
+                async with asyncio.timeout(20):
+                    while not bluez.discovering:  # the gateway's bleak scanner is up
+                        await asyncio.sleep(0.1)
+                report = await run_live(
+                    config, scenario, speed=20.0, bluez=bluez, progress=lambda _line: None
+                )
+                async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+                    text = (await client.get("/metrics")).text
+                    health = (await client.get("/healthz")).json()
+    assert report.sent["radio"] > 0
+    assert metric(text, 'moments_adverts_total{source="radio"}') > 0
+    # The box stands in the back office: it watches the store's beacons, places nobody.
+    assert metric(text, 'moments_sightings_total{kind="fixed_beacon"}') > 0
+    assert health["components"]["radio"]["state"] == "scanning"

@@ -19,10 +19,11 @@ __all__ = ["running_gateway"]
 
 @asynccontextmanager
 async def running_gateway(
-    config_file: Path, folder: Path, broker_port: int
+    config_file: Path, folder: Path, broker_port: int, *, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Config, str]]:
-    """The gateway of ``config_file`` with its data in ``folder``; yields its configuration
-    (with the test's overrides) and its HTTP base URL; stops it (TERM, then KILL) after."""
+    """The gateway of ``config_file`` with its data in ``folder`` (the radio off unless ``env``
+    says otherwise); yields its configuration (with the test's overrides) and its HTTP base
+    URL; stops it (TERM, then KILL) after."""
     http_port = free_port()
     overrides = {
         "MOMENTS_DATA_DIR": str(folder / "var"),
@@ -32,13 +33,14 @@ async def running_gateway(
         "MOMENTS_HTTP__PORT": str(http_port),
         "MOMENTS_RADIO__ENABLED": "false",
         "MOMENTS_LOG__FORMAT": "text",
+        **(env or {}),
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")}
     log_path = folder / "gateway.log"
     log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "run", "-c", str(config_file),
-        env={**env, **overrides}, stdout=log, stderr=log,
+        env={**inherited, **overrides}, stdout=log, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{http_port}"
     try:

@@ -14,8 +14,8 @@ event carries the time of the advertisement that caused it (for what time alone 
   scanners bound to a kiosk (``kiosk_of_scanner``).
 
 Signal processing lives in ``beacons.rssi``: each (subject, scanner) pair keeps a window of
-calibrated readings and a robust estimate of their level; a zone's level is the strongest
-estimate among the scanners of that zone that heard the subject.
+calibrated readings and a robust, time-weighted estimate of their level; a zone's level is
+the strongest estimate among the scanners of that zone that heard the subject.
 
 The state machine
 =================
@@ -23,7 +23,7 @@ The state machine
 Rule 1: every state change of a (subject, zone) pair is a row of ``TRANSITIONS`` and goes
 through ``transition()``, which refuses a (state, signal) pair that is not in the table with
 ``IllegalTransition``. What does not fit a table (counting readings, timers, the challenger
-margin) only computes the *signal*; it never sets a state.
+margin and evidence) only computes the *signal*; it never sets a state.
 
 Rule 2: a subject is in at most one zone: ``present`` or ``leaving`` in one zone, ``absent``
 or ``entering`` in every other. ``ZoneEntered`` is emitted on reaching ``present``,
@@ -45,7 +45,12 @@ middling   ``exit_rssi_dbm`` <= level < ``enter_rssi_dbm``; or strong, but the s
            is in another zone whose level is not beaten by ``switch_margin_db``
 strong     level >= ``enter_rssi_dbm`` (and beats the other zone by the margin)
 confirmed  strong for ``enter_confirm_readings`` readings in a row, or for
-           ``enter_confirm_s`` seconds, counting this one (only while absent/entering)
+           ``enter_confirm_s`` seconds, counting this one (only while absent/entering);
+           and, when the subject is in another zone, with *evidence* of at least
+           ``switch_evidence_db_s``: the lead over that zone's level beyond
+           ``switch_margin_db``, times the time since the zone's previous reading, summed
+           over the readings since entering started (a clear lead confirms in a moment,
+           a slight one only if it lasts)
 moved      the subject has just been confirmed in another zone
 forgotten  ``forget(subject)``
 =========  ===========================================================================
@@ -113,6 +118,15 @@ GNSS+ 2014). The defaults are chosen for a reading noise of 4 to 6 dB:
   shopper who stands still across it (the tests walk 10 minutes of 5 dB noise).
 * ``window_s=5``, ``max_readings=32``: see ``beacons.rssi``; the Android Beacon Library
   documents 20 s as its default averaging period and 5 s as the responsive setting.
+* ``time_constant_s=1.5``: within the window a reading weighs ``exp(-age / 1.5 s)``, so the
+  estimate follows a walking shopper with a lag of about 1.5 s instead of the 2.5 s of a
+  plain 5 s mean, while the window still spans three time constants (its oldest readings
+  weigh 4 %). The price is noise: at 2 Hz it averages about six readings' worth instead of
+  ten (2.1 dB instead of 1.6 dB at 5 dB a reading), which ``switch_evidence_db_s`` pays
+  back. In the store simulator (``moments sim score``, 300 shoppers, 5 dB per-packet noise)
+  the pair of changes (this and the evidence rule) took zone entry/exit F1 from 0.935 to
+  0.957 with fewer flaps, and from 0.888 to 0.914 under correlated shadowing
+  (``--tau 1``); 0 gives the plain mean of ``beacons.rssi``.
 * ``enter_confirm_readings=3`` or ``enter_confirm_s=2``: a single lucky packet never enters;
   at the 100 ms advertising interval of the iBeacon specification three packets take a third
   of a second, and at 1 Hz (a phone in the background) confirmation takes 2 s at most.
@@ -122,11 +136,20 @@ GNSS+ 2014). The defaults are chosen for a reading noise of 4 to 6 dB:
   same as ``leave_after_s``.
 * ``leave_after_s=8`` (as before): eight or more missed advertisements in a row is not
   packet loss; it also bounds how long a silent pair is remembered.
-* ``switch_margin_db=4`` (as before): about one standard deviation of a single reading, and
-  1.3 (at 5 readings a window) to 3 (at 32) standard deviations of the difference between
-  two window estimates; the confirmation rule applies on top of it. With two zones heard at
-  the same level through 5 dB noise at 2 Hz, the tests see about ten times fewer moves than
-  without the margin (a few in ten minutes instead of several a minute).
+* ``switch_margin_db=1``, ``switch_evidence_db_s=16``: a move between zones is a sequential
+  test (a CUSUM in spirit) rather than a fixed margin. A fixed margin large enough to stop a
+  shopper standing near a boundary from flipping (4 dB, the former default) is also large
+  enough to hold a shopper who stands just inside the neighbouring zone, where at n = 2.2 a
+  metre past the midpoint of two scanners 13 m apart is worth only about 3 dB: the move
+  then comes late or never. Integrating the lead instead asks for 16 dB s: a 7 dB lead
+  beyond the margin moves in a little over 2 s, a 3 dB one in about 5 s, and noise, whose
+  lead keeps changing sign, rarely adds up to it (each dip within the 1 dB margin starts the
+  sum again). In the simulator a 4 dB margin alone gave precision 0.91 and recall 0.96;
+  with the evidence rule 0.94 and 0.97, and the entry delay p95 went down, not up (7.7 s).
+  With two zones heard at the same level through 5 dB noise at 2 Hz, the tests see fewer
+  than half the moves of the 4 dB margin alone, and a twentieth of those without either
+  rule. ``switch_evidence_db_s=0`` gives the margin alone; the confirmation rule
+  applies on top of both.
 * ``near_m=1.5``, ``near_exit_m=2.5``: "at the kiosk" means within arm's reach and a step,
   the "near" category of beacon ranging (about 0.5 to 1.5 m as beacon SDKs define it); at
   n = 2.2 the band from 1.5 m to 2.5 m is 4.9 dB wide, about one standard deviation of a
@@ -265,8 +288,10 @@ class PresenceParams:
     enter_rssi_dbm: float = -80.0
     exit_rssi_dbm: float = -90.0
     leave_after_s: float = 8.0
-    switch_margin_db: float = 4.0
+    switch_margin_db: float = 1.0
+    switch_evidence_db_s: float = 16.0
     window_s: float = DEFAULT_WINDOW_S
+    time_constant_s: float = 1.5
     max_readings: int = DEFAULT_MAX_READINGS
     enter_confirm_readings: int = 3
     enter_confirm_s: float = 2.0
@@ -284,7 +309,9 @@ class PresenceParams:
             (self.exit_rssi_dbm < self.enter_rssi_dbm, "exit_rssi_dbm below enter_rssi_dbm"),
             (self.leave_after_s > 0, "leave_after_s positive"),
             (self.switch_margin_db >= 0, "switch_margin_db not negative"),
+            (self.switch_evidence_db_s >= 0, "switch_evidence_db_s not negative"),
             (self.window_s > 0, "window_s positive"),
+            (self.time_constant_s >= 0, "time_constant_s not negative"),
             (self.max_readings >= 1, "max_readings at least 1"),
             (self.enter_confirm_readings >= 1, "enter_confirm_readings at least 1"),
             (self.enter_confirm_s >= 0, "enter_confirm_s not negative"),
@@ -360,6 +387,9 @@ class _Track:
         "confirm_since",
         "dwell_next",
         "entered_at",
+        "evidence",
+        "evidence_at",
+        "evidence_next",
         "last_seen",
         "leave_cause",
         "leaving_since",
@@ -377,6 +407,9 @@ class _Track:
         self.level = 0.0
         self.confirm_count = 0
         self.confirm_since = t
+        self.evidence = 0.0  # the challenger's lead beyond the margin, integrated (dB s)
+        self.evidence_at = t
+        self.evidence_next = 0.0  # what the reading being classified brings it to
         self.entered_at = t
         self.dwell_next = 0
         self.leaving_since = t
@@ -559,12 +592,20 @@ class PresenceTracker:
         state = track.state
         if state is State.PRESENT or state is State.LEAVING:
             return Signal.STRONG
+        entering = state is State.ENTERING
+        evidence = 0.0
         current = subj.zone
-        if current is not None:
-            rival = self._level(subj.tracks[current], t)
-            if rival is not None and level < rival + p.switch_margin_db:
+        rival = None if current is None else self._level(subj.tracks[current], t)
+        if rival is not None:
+            lead = level - rival - p.switch_margin_db
+            if lead < 0:
                 return Signal.MIDDLING
-        if state is State.ENTERING:
+            if entering:
+                evidence = track.evidence + lead * (t - track.evidence_at)
+        track.evidence_next = evidence
+        if rival is not None and evidence < p.switch_evidence_db_s:
+            return Signal.STRONG
+        if entering:
             count, since = track.confirm_count + 1, track.confirm_since
         else:
             count, since = 1, t
@@ -594,9 +635,13 @@ class PresenceTracker:
             return
         if action is Action.COUNT:
             track.confirm_count += 1
+            track.evidence = track.evidence_next
+            track.evidence_at = t
         elif action is Action.START_COUNT:
             track.confirm_count = 1
             track.confirm_since = t
+            track.evidence = track.evidence_next
+            track.evidence_at = t
         elif action is Action.START_GRACE:
             track.leaving_since = t
             track.leave_cause = "weak" if signal is Signal.WEAK else "timeout"
@@ -659,7 +704,7 @@ class PresenceTracker:
         link = subj.links.get(scanner)
         if link is None:
             p = self._p
-            window = RssiWindow(p.window_s, p.max_readings)
+            window = RssiWindow(p.window_s, p.max_readings, time_constant_s=p.time_constant_s)
             link = _Link(track, window, self._kiosk_of.get(scanner), p.tx_at_1m_dbm)
             subj.links[scanner] = link
         else:  # the scanner now reports for another zone

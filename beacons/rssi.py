@@ -14,6 +14,12 @@ Three small pieces:
   with ``bisect`` on each arrival and expiry (a bounded list of at most 32 floats, never
   re-sorted), and a running sum, so an estimate costs two index look-ups for the quartiles
   and a loop over the outliers only.
+  With a ``time_constant_s`` (the presence tracker passes one), the estimate is instead the
+  mean of the readings inside the fences weighted by ``exp(-age / time_constant_s)``, age
+  counted from the newest reading: a moving phone is followed with a lag of about one time
+  constant rather than half the window. Each reading's weight is computed once, against an
+  anchor time that moves before the weights could overflow, so an estimate costs one loop
+  over at most ``max_readings`` readings and no exponential.
 * ``Calibration``: per-scanner offsets in dB, added to what a scanner reports, because two
   receivers (antenna, enclosure, mounting height) report the same signal differently.
 * ``distance_m`` and ``rssi_at_m``: the log-distance path-loss model and its inverse.
@@ -54,7 +60,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from math import isfinite, log10
+from math import exp, isfinite, log10
 from types import MappingProxyType
 from typing import Final
 
@@ -75,6 +81,7 @@ __all__ = [
 DEFAULT_WINDOW_S: Final = 5.0
 DEFAULT_MAX_READINGS: Final = 32
 TUKEY_K: Final = 1.5
+_REANCHOR: Final = 64.0  # time constants between weight anchors: exp(64) is far from overflow
 DEFAULT_TX_AT_1M_DBM: Final = -59.0
 DEFAULT_PATH_LOSS_EXPONENT: Final = 2.2
 
@@ -157,13 +164,26 @@ class RssiWindow:
     it is inserted in time order.
     """
 
-    __slots__ = ("_estimate", "_k", "_max", "_sorted", "_sum", "_times", "_values", "_window_s")
+    __slots__ = (
+        "_anchor",
+        "_estimate",
+        "_k",
+        "_max",
+        "_sorted",
+        "_sum",
+        "_tau",
+        "_times",
+        "_values",
+        "_weights",
+        "_window_s",
+    )
 
     def __init__(
         self,
         window_s: float = DEFAULT_WINDOW_S,
         max_readings: int = DEFAULT_MAX_READINGS,
         k: float = TUKEY_K,
+        time_constant_s: float = 0.0,
     ) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be positive, not {window_s!r}")
@@ -171,9 +191,14 @@ class RssiWindow:
             raise ValueError(f"max_readings must be at least 1, not {max_readings!r}")
         if k < 0:
             raise ValueError(f"k must not be negative, not {k!r}")
+        if not time_constant_s >= 0:
+            raise ValueError(f"time_constant_s must not be negative, not {time_constant_s!r}")
         self._window_s = window_s
         self._max = max_readings
         self._k = k
+        self._tau = time_constant_s
+        self._anchor = 0.0  # the time at which a reading's weight is 1 (time weighting only)
+        self._weights: list[float] = []  # aligned with _times; empty without time weighting
         self._times: list[float] = []  # ascending
         self._values: list[float] = []  # aligned with _times
         self._sorted: list[float] = []  # the same values, ascending
@@ -185,7 +210,8 @@ class RssiWindow:
 
     @property
     def estimate(self) -> float | None:
-        """The mean of the readings inside Tukey's fences; ``None`` when the window is empty."""
+        """The mean of the readings inside Tukey's fences, weighted by age when the window
+        has a time constant; ``None`` when the window is empty."""
         return self._estimate
 
     @property
@@ -206,12 +232,16 @@ class RssiWindow:
         if not times or t >= times[-1]:
             times.append(t)
             self._values.append(rssi_dbm)
+            if self._tau:
+                self._weights.append(self._weight(t))
         elif t <= times[-1] - self._window_s:
             return False
         else:
             i = bisect_right(times, t)
             times.insert(i, t)
             self._values.insert(i, rssi_dbm)
+            if self._tau:
+                self._weights.insert(i, self._weight(t))
         insort(self._sorted, rssi_dbm)
         self._sum += rssi_dbm
         self._drop_older_than(times[-1] - self._window_s)
@@ -230,6 +260,7 @@ class RssiWindow:
     def clear(self) -> None:
         self._times.clear()
         self._values.clear()
+        self._weights.clear()
         self._sorted.clear()
         self._sum = 0.0
         self._estimate = None
@@ -241,6 +272,8 @@ class RssiWindow:
 
     def _drop_first(self) -> None:
         del self._times[0]
+        if self._weights:
+            del self._weights[0]
         value = self._values.pop(0)
         ordered = self._sorted
         del ordered[bisect_left(ordered, value)]
@@ -249,11 +282,24 @@ class RssiWindow:
         else:
             self._sum = 0.0  # no drift carried into the next burst of readings
 
+    def _weight(self, t: float) -> float:
+        """The weight ``exp((t - anchor) / tau)`` of a reading heard at ``t``: relative to a
+        fixed anchor, so weights are computed once per reading and never change; the anchor
+        moves (and the weights are rescaled) before they could overflow."""
+        tau = self._tau
+        if len(self._weights) == 0 or t - self._anchor > _REANCHOR * tau:
+            scale = exp((self._anchor - t) / tau)
+            self._weights[:] = [w * scale for w in self._weights]
+            self._anchor = t
+        return exp((t - self._anchor) / tau)
+
     def _compute(self) -> float | None:
         s = self._sorted
         n = len(s)
         if n == 0:
             return None
+        if self._tau:
+            return self._time_weighted(n)
         if n < 3:
             return self._sum / n  # two readings have no outlier to tell apart
         # The quartiles as ``quantile`` computes them, inlined: this runs on every reading.
@@ -272,3 +318,29 @@ class RssiWindow:
         for i in range(hi, n):
             total -= s[i]
         return total / (hi - lo)
+
+    def _time_weighted(self, n: int) -> float:
+        """The time-weighted mean of the readings inside Tukey's fences."""
+        values = self._values
+        if n >= 3:
+            s = self._sorted
+            h = 0.25 * (n - 1)
+            i = int(h)
+            q1 = s[i] + (h - i) * (s[i + 1] - s[i])
+            h = 0.75 * (n - 1)
+            i = int(h)
+            q3 = s[i] + (h - i) * (s[i + 1] - s[i])
+            spread = self._k * (q3 - q1)
+            lo, hi = q1 - spread, q3 + spread
+        else:  # two readings have no outlier to tell apart
+            lo, hi = min(values), max(values)
+        # Deviations from a reading inside the fences: equal readings give exactly themselves.
+        ref = self._sorted[n // 2]
+        total = weight = 0.0
+        for value, w in zip(values, self._weights, strict=True):
+            if lo <= value <= hi:
+                total += w * (value - ref)
+                weight += w
+        if weight > 0.0:
+            return ref + total / weight
+        return self._sum / n  # every weight underflowed: a time constant far below the window

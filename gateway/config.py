@@ -148,8 +148,10 @@ class PresenceConfig(_Section, frozen=True):
     enter_rssi_dbm: Rssi = -80
     exit_rssi_dbm: Rssi = -90
     leave_after_s: Positive = 8.0
-    switch_margin_db: Annotated[float, msgspec.Meta(ge=0, le=40)] = 4.0
+    switch_margin_db: Annotated[float, msgspec.Meta(ge=0, le=40)] = 1.0
+    switch_evidence_db_s: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 16.0
     window_s: Positive = 5.0
+    time_constant_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 1.5
     enter_confirm_readings: Annotated[int, msgspec.Meta(ge=1, le=32)] = 3
     enter_confirm_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     leave_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 3.0

@@ -37,8 +37,14 @@ from beacons.rssi import Calibration, distance_m, rssi_at_m
 PROPERTY = settings(database=None, deadline=None, print_blob=True, max_examples=200)
 
 # max_readings=1: the level is the last reading, so each reading is one signal of the table.
+# switch_evidence_db_s=0: a move needs the margin alone (the evidence rule has its own tests).
 RAW = PresenceParams(
-    enter_rssi_dbm=-80, exit_rssi_dbm=-90, leave_after_s=8.0, switch_margin_db=4.0, max_readings=1
+    enter_rssi_dbm=-80,
+    exit_rssi_dbm=-90,
+    leave_after_s=8.0,
+    switch_margin_db=4.0,
+    switch_evidence_db_s=0.0,
+    max_readings=1,
 )
 STRONG, MIDDLING, WEAK = -60, -85, -100
 
@@ -640,6 +646,45 @@ def test_moving_back_needs_the_margin_over_the_new_zone() -> None:
     ]
 
 
+EVIDENCE = replace(RAW, switch_margin_db=1.0, switch_evidence_db_s=16.0)
+
+
+@pytest.mark.parametrize(
+    ("rssi", "confirmed_at"),
+    [
+        (-52.0, 3.5),  # 7 dB beyond the margin: 3.5 dB s a reading, 17.5 at the sixth
+        (-44.0, 2.5),  # 15 dB beyond: 7.5 dB s a reading, 22.5 at the fourth
+    ],
+)
+def test_a_move_needs_the_lead_beyond_the_margin_integrated_over_time(
+    rssi: float, confirmed_at: float
+) -> None:
+    tracker = present(EVIDENCE, zone="entrance")  # at -60, held by its one-reading window
+    times = [1.0 + 0.5 * i for i in range(6)]
+
+    events = feed(tracker, rssi, times)
+
+    assert events == [
+        ZoneLeft("s", "entrance", confirmed_at, "moved"),
+        ZoneEntered("s", "coffee", confirmed_at, rssi),
+    ]
+
+
+def test_a_lead_within_the_margin_starts_the_evidence_again() -> None:
+    tracker = present(EVIDENCE, zone="entrance")
+
+    assert feed(tracker, -52, [1.0, 1.5, 2.0, 2.5, 3.0]) == []  # 14 dB s of 16
+    assert feed(tracker, -59.5, [3.5]) == []  # 0.5 dB ahead: within the 1 dB margin
+    assert feed(tracker, -52, [3.7, 4.2, 4.7]) == []  # 7 dB s so far, counted afresh
+    assert tracker.zone_of("s") == "entrance"
+
+
+def test_without_a_current_zone_no_evidence_is_needed() -> None:
+    tracker = PresenceTracker(EVIDENCE)
+
+    assert feed(tracker, -70, [0.0, 0.1, 0.2]) == [ZoneEntered("s", "coffee", 0.2, -70)]
+
+
 def test_a_silent_current_zone_does_not_hold_the_shopper() -> None:
     tracker = present(zone="entrance")  # last heard at 0.2, at -60
 
@@ -754,7 +799,11 @@ def test_a_shopper_standing_still_in_5_db_noise_does_not_flap(
 def test_the_window_flaps_far_less_than_a_moving_average_between_the_thresholds() -> None:
     readings = _walk(-85.0, seed=1, rate_hz=2.0)
 
-    assert _flaps(PresenceParams(), readings, 2.0) == 0
+    # The time-weighted window (1.5 s time constant) averages fewer readings than a plain
+    # 5 s mean, so 5 dB below the enter threshold may cost one spurious entry in 10 minutes;
+    # the hysteresis then holds it (no exit, no second entry).
+    assert _flaps(PresenceParams(), readings, 2.0) <= 1
+    assert _flaps(PresenceParams(time_constant_s=0.0), readings, 2.0) == 0
     assert _naive_ema_flaps(readings) >= 10
 
 
@@ -776,12 +825,14 @@ def test_the_challenger_margin_prevents_ping_pong_at_near_equal_signal(
     difference_db: float,
 ) -> None:
     with_margin = sum(_moves(PresenceParams(), difference_db, seed) for seed in range(3))
-    without_margin = sum(
-        _moves(PresenceParams(switch_margin_db=0.0), difference_db, seed) for seed in range(3)
-    )
+    no_rule = PresenceParams(switch_margin_db=0.0, switch_evidence_db_s=0.0)
+    without_margin = sum(_moves(no_rule, difference_db, seed) for seed in range(3))
+    margin_alone = PresenceParams(switch_evidence_db_s=0.0)
+    without_evidence = sum(_moves(margin_alone, difference_db, seed) for seed in range(3))
 
     assert with_margin <= 30  # about once a minute at worst over 3 x 10 minutes
     assert without_margin >= 4 * with_margin
+    assert without_evidence > with_margin
 
 
 # --- dwell --------------------------------------------------------------------------
@@ -1038,8 +1089,8 @@ def test_default_params_match_the_configuration_defaults() -> None:
     params = PresenceParams()
 
     assert (params.enter_rssi_dbm, params.exit_rssi_dbm, params.leave_after_s) == (-80, -90, 8.0)
-    assert params.switch_margin_db == 4.0
-    assert (params.window_s, params.max_readings) == (5.0, 32)
+    assert (params.switch_margin_db, params.switch_evidence_db_s) == (1.0, 16.0)
+    assert (params.window_s, params.max_readings, params.time_constant_s) == (5.0, 32, 1.5)
     assert (params.enter_confirm_readings, params.enter_confirm_s) == (3, 2.0)
     assert params.leave_grace_s == 3.0
     assert (params.near_m, params.near_exit_m) == (1.5, 2.5)

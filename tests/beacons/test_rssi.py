@@ -6,8 +6,10 @@ a brute-force model."""
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from dataclasses import dataclass
+from math import exp
 
 import pytest
 from hypothesis import given, settings
@@ -118,6 +120,42 @@ def test_one_lucky_packet_does_not_move_the_estimate() -> None:
     assert len(window) == 9  # kept in the window, left out of the estimate
 
 
+def test_a_time_constant_weights_the_readings_by_age() -> None:
+    window = RssiWindow(time_constant_s=1.0)
+    window.add(0.0, -80.0)
+    window.add(1.0, -70.0)
+
+    # Weights exp(-1) and 1: the newer reading counts e times as much.
+    expected = (-80.0 * exp(-1.0) - 70.0) / (exp(-1.0) + 1.0)
+    assert window.estimate == pytest.approx(expected)
+
+
+def test_a_time_weighted_window_keeps_equal_readings_exact_and_drops_outliers() -> None:
+    window = RssiWindow(time_constant_s=1.5)
+    for i in range(8):
+        window.add(i * 0.1, -60.0)
+    assert window.estimate == -60.0
+
+    window.add(0.8, -20.0)  # a lucky packet: outside the fences, left out of the estimate
+
+    assert window.estimate == -60.0
+
+
+def test_a_time_weighted_window_matches_the_formula_over_a_long_run() -> None:
+    window = RssiWindow(window_s=5.0, max_readings=32, time_constant_s=0.5)
+    rng = random.Random(7)
+    for i in range(3000):  # 1100 s: the weights' anchor moves many times
+        t = i * 0.37
+        window.add(t, -70.0 + rng.gauss(0.0, 5.0))
+        readings = window.readings()
+        values = sorted(v for _, v in readings)
+        q1, q3 = quantile(values, 0.25), quantile(values, 0.75)
+        lo, hi = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)) if len(values) >= 3 else (-999, 0)
+        kept = [(exp((r_t - t) / 0.5), v) for r_t, v in readings if lo <= v <= hi]
+        expected = sum(w * v for w, v in kept) / sum(w for w, _ in kept)
+        assert window.estimate == pytest.approx(expected, abs=1e-9)
+
+
 def test_readings_older_than_the_window_expire_on_the_next_reading() -> None:
     window = RssiWindow(window_s=5.0)
     window.add(0.0, -90.0)
@@ -205,6 +243,7 @@ def test_clear_empties_the_window() -> None:
         ({"window_s": 0.0}, "window_s"),
         ({"max_readings": 0}, "max_readings"),
         ({"k": -1.0}, "k must not be negative"),
+        ({"time_constant_s": -1.0}, "time_constant_s must not be negative"),
     ],
 )
 def test_invalid_window_parameters_are_refused(kwargs: dict[str, float], message: str) -> None:

@@ -14,6 +14,7 @@ store by construction.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Iterable
@@ -55,6 +56,9 @@ _Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
 _PositiveS = Annotated[float, msgspec.Meta(gt=0, le=86_400 * 7)]
 _Dbm = Annotated[float, msgspec.Meta(ge=-127, le=20)]
 _Db = Annotated[float, msgspec.Meta(ge=0, le=60)]
+_Count256 = Annotated[int, msgspec.Meta(ge=1, le=256)]
+_Count20 = Annotated[int, msgspec.Meta(ge=1, le=20)]
+_Speed = Annotated[float, msgspec.Meta(gt=0, le=10)]
 
 
 class ScenarioError(MomentsError):
@@ -77,7 +81,7 @@ class RadioSpec(_Spec, frozen=True, kw_only=True):
     # deviation and correlation time (a body turning, a trolley passing), plus independent
     # per-packet fading.
     shadowing_db: _Db = 5.0
-    shadowing_tau_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 2.0
+    shadowing_tau_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 0.0
     fading_db: _Db = 0.0
     sensitivity_dbm: _Dbm = -95.0
     # Airtime of one advertising packet (a 31-byte legacy advertisement at 1 Mb/s is about
@@ -203,11 +207,11 @@ class PopulationSpec(_Spec, frozen=True, kw_only=True):
     shoppers: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
     # Arrivals are a Poisson process spread over the first arrive_within_s of the run (0:
     # the whole run).
-    arrive_within_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    zones_per_visit: tuple[int, int] = (1, 3)
-    walk_mps: tuple[float, float] = (0.8, 1.4)
+    arrive_within_s: Annotated[float, msgspec.Meta(ge=0, le=86_400 * 7)] = 0.0
+    zones_per_visit: tuple[_Count256, _Count256] = (1, 3)
+    walk_mps: tuple[_Speed, _Speed] = (0.8, 1.4)
     # Places browsed in each zone (the dwell is split between them).
-    stops_per_zone: tuple[int, int] = (1, 3)
+    stops_per_zone: tuple[_Count20, _Count20] = (1, 3)
     pay_share: _Share = 0.8
     phones: PhoneMix = msgspec.field(default_factory=PhoneMix)
     consents: ConsentMix = msgspec.field(default_factory=ConsentMix)
@@ -441,4 +445,5 @@ def gateway_config(s: Scenario) -> str:
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string (JSON's escapes are TOML's: quotes, backslashes, control codes)."""
+    return json.dumps(text)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -276,6 +277,9 @@ class _Drive:
         for out in world.step(min(warm_up_s, world.scenario.duration_s)):
             if isinstance(out, StockReport):
                 self._send(out)
+        # From here simulated time follows the wall clock: stamps (truth, EIDs, sightings)
+        # read the same clock the pacing does.
+        world.start_epoch = time.time() - world.now / speed
         start = time.monotonic() - world.now / speed
         next_progress = world.now + _PROGRESS_S
         duration = world.scenario.duration_s
@@ -289,6 +293,9 @@ class _Drive:
                 progress(self._line())
         if self._pending:
             await asyncio.wait(self._pending, timeout=5.0)
+        for task in list(self._pending):  # a phone that got no answer in time gives up
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
 
     def _line(self) -> str:
         r, w = self._report, self._world
@@ -303,7 +310,11 @@ class _Drive:
         w = self._world
         now = time.time()
         if isinstance(out, NodeBatchOut):
-            payload = encode_batch(out.node, out.seq, now, list(out.adverts))
+            # Ages are simulated seconds; the gateway reads them against its wall clock.
+            adverts = [
+                dataclasses.replace(a, age_ms=round(a.age_ms / w.time_factor)) for a in out.adverts
+            ]
+            payload = encode_batch(out.node, out.seq, now, adverts)
             self._publish(self._nodes[out.node], f"nodes/{out.node}/adv", payload, "node_batch")
         elif isinstance(out, NodeTelemetry):
             body = {

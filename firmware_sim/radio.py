@@ -135,9 +135,9 @@ class Channel:
         self._links[link] = (t, value)
         return value
 
-    def forget(self, prefix: str) -> None:
-        """Drop the shadowing state of every link of a transmitter that has left."""
-        for link in [k for k in self._links if k[0] == prefix]:
+    def forget(self, key: str) -> None:
+        """Drop the shadowing state of every link with ``key`` at either end (a phone that left)."""
+        for link in [k for k in self._links if key in k]:
             del self._links[link]
 
     def _wall_loss(self, a: tuple[float, float], b: tuple[float, float]) -> float:

@@ -14,10 +14,13 @@ boundary catches a third-party type.
     │   ├── NodeMessageError   a scanner-node message failed validation
     │   ├── SyncError          an HQ message or receipt was rejected (gateway.sync.envelope)
     │   ├── RefusedChange      a change to a shopper's data was refused (gateway.consents)
-    │   └── RuleError          an offer's audience rule failed validation (gateway.rules)
+    │   ├── RuleError          an offer's audience rule failed validation (gateway.rules)
+    │   └── AckError           a staff device's acknowledgement was rejected (gateway.helpdesk)
     ├── AuthError              credentials refused; carries a stable ``code`` and HTTP status
     ├── ApiError               an API request refused for what it asks (code, HTTP status)
-    └── RenderError            a template failed to render
+    ├── RenderError            a template failed to render
+    ├── ScenarioError          a simulator scenario file is invalid (firmware_sim.floorplan)
+    └── HttpError              the simulator's HTTP client failed (firmware_sim.http_client)
 """
 
 from __future__ import annotations

@@ -112,8 +112,14 @@ async def test_adapter_discovery_and_devices_as_bluez_shows_them(
     bluez: FakeBlueZ, client: MessageBus
 ) -> None:
     signals: list[Message] = []
+    # Only BlueZ's signals: the bus's own (NameAcquired, sent to every new connection) may
+    # arrive after this handler is in place.
     client.add_message_handler(
-        lambda m: signals.append(m) if m.message_type is MessageType.SIGNAL else None
+        lambda m: (
+            signals.append(m)
+            if m.message_type is MessageType.SIGNAL and (m.path or "").startswith("/org/bluez")
+            else None
+        )
     )
     for rule in (
         "type='signal',interface='org.freedesktop.DBus.ObjectManager',arg0path='/org/bluez/'",

@@ -439,3 +439,18 @@ def test_random_point_in_a_large_zone_keeps_the_walking_margin(seed: int) -> Non
     p = random_point_in(polygon, rng, margin=0.75)
     assert inside(p, polygon)
     assert _distance_to_edges(p, polygon) >= 0.75
+
+
+def test_names_with_quotes_and_line_breaks_stay_valid_gateway_toml() -> None:
+    raw = base()
+    raw["zones"][0]["name"] = 'Fruit "&"\nveg \\ more'
+    scenario = parse_scenario(raw)
+    parsed = tomllib.loads(gateway_config(scenario))
+    assert parsed["zones"][0]["name"] == 'Fruit "&"\nveg \\ more'
+
+
+def test_unbounded_crowd_ranges_are_refused() -> None:
+    raw = base()
+    raw["population"] = {"stops_per_zone": [1, 1_000_000_000]}
+    err = refused(raw)
+    assert "stops_per_zone" in str(err)

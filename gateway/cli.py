@@ -142,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     hq_cli.register(sub)
     _register_token(sub)
     _register_report(sub)
+    _register_doctor(sub)
 
     sim_cli.register(sub, _help_of)
     return parser
@@ -407,6 +408,32 @@ def _register_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     explain.add_argument("decision_id", metavar="DECISION_ID", help="the decision's id")
     explain.add_argument("-c", "--config", type=Path, help="TOML configuration file")
     explain.set_defaults(handler=_cmd_explain)
+
+
+def _register_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that this box is set up to run the gateway",
+        description="Check the configuration, BlueZ on the system D-Bus, the store broker "
+        "(MQTT CONNECT with the configured credentials), the HQ link and its certificates, "
+        "clock synchronisation, disk space and the LMDB store. Prints a table with a fix for "
+        "each problem (or, with --json, one JSON object); exits 1 when a check fails.",
+    )
+    doctor.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    doctor.set_defaults(handler=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.doctor import diagnose, format_table, report_json
+
+    checks = diagnose(args.config)
+    report = report_json(checks)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        print(format_table(checks), end="", flush=True)
+    return 0 if report["ok"] else 1
 
 
 def _cmd_report_lift(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -209,10 +210,13 @@ class KioskDirector:
         profile: ProfileRecord | None,
         consent: ConsentRecord | None,
     ) -> tuple[str, KioskDecision]:
+        started = time.perf_counter()
         if self._moments is not None:
             decision = self._moments.decide(now, "kiosk", shopper, profile, consent)
         else:
             decision = decide_for_kiosk(now, shopper, profile, consent, self._db.offers())
+        decided = time.perf_counter()
+        self._metrics.decision_seconds.observe(decided - started)
         (self._personal if decision.personal else self._generic).inc()
         offer = decision.offer
         values: dict[str, Scalar] = {"offer_id": None, "store_name": self._store_name}
@@ -240,6 +244,7 @@ class KioskDirector:
             html = self._renderer.render_card(offer.template_id, "kiosk", **values)
         else:
             html = self._renderer.render_fragment("kiosk/generic.html.j2", **values)
+        self._metrics.render_seconds.observe(time.perf_counter() - decided)
         self._metrics.renders.inc()
         return html, decision
 

@@ -30,7 +30,8 @@ from gateway.http.api import error_response
 from gateway.http.api import routes as api_routes
 from gateway.http.openapi import openapi_document
 from gateway.http.v1 import ENDPOINTS
-from gateway.metrics import CONTENT_TYPE
+from gateway.metrics import CONTENT_TYPE, GatewayCollector
+from gateway.readiness import readiness
 from gateway.render import templates_dir
 from gateway.runtime import Gateway
 from gateway.tokens import Claims, check_not_revoked
@@ -185,6 +186,14 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(_gateway(request).health())
 
 
+async def readyz(request: Request) -> Response:
+    """200 when the gateway can take traffic, 503 otherwise (``gateway.readiness``)."""
+    answer = readiness(_gateway(request).health()["components"])
+    return JSONResponse(
+        answer, status_code=200 if answer["ready"] else 503, headers={"Cache-Control": "no-store"}
+    )
+
+
 async def metrics(request: Request) -> Response:
     return Response(_gateway(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -202,6 +211,20 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
     return error_response("method_not_allowed", f"{request.method} is not allowed here", 405)
 
 
+def _collector(gateway: Gateway) -> GatewayCollector:
+    """What ``/metrics`` reads from the gateway's parts at scrape time."""
+    sync = gateway.sync
+    links = {"store": gateway.link} if sync is None else {"store": gateway.link, "hq": sync.link}
+    return GatewayCollector(
+        db=gateway.db,
+        links=links,
+        radio=gateway.radio,
+        relay=None if sync is None else sync.relay,
+        now=gateway.clock.now,
+        sync_enabled=sync is not None,
+    )
+
+
 def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
     """The ASGI app. Nothing is opened until the server runs its lifespan."""
 
@@ -209,6 +232,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
         gateway = Gateway(config, clock=clock)
         app.state.gateway = gateway
+        gateway.metrics.registry.register(_collector(gateway))
         async with gateway.running():
             yield {"gateway": gateway}
 
@@ -220,6 +244,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
         *api_routes(ENDPOINTS),
         Route("/", index),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         Mount("/static", StaticFiles(directory=str(templates_dir() / "static")), name="static"),

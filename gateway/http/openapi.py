@@ -41,6 +41,24 @@ def openapi_document(version: str) -> dict[str, Any]:
     return document
 
 
+_READINESS = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["ready", "components", "reasons"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "components": {
+                    "type": "object",
+                    "description": "store, broker, radio, hq: each {ready, state, detail?}",
+                },
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+    }
+}
+
+
 def _pages(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -68,6 +86,18 @@ def _pages(version: str) -> dict[str, Any]:
                                 }
                             },
                         }
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: the store is open and a sensing source is up",
+                    "description": "Ready when the store is readable and the store broker "
+                    "link is up or the radio is scanning; the HQ link never holds it back. "
+                    "reasons says what does.",
+                    "responses": {
+                        "200": {"description": "Ready", "content": _READINESS},
+                        "503": {"description": "Not ready", "content": _READINESS},
                     },
                 }
             },

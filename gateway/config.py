@@ -38,6 +38,7 @@ __all__ = [
     "LogConfig",
     "PresenceConfig",
     "RadioConfig",
+    "StaffConfig",
     "StoreConfig",
     "TrustedKeyConfig",
     "ZoneConfig",
@@ -179,6 +180,16 @@ class ZoneConfig(_Section, frozen=True):
     id: Ident
     name: str = ""
     nodes: list[Ident] = msgspec.field(default_factory=list)
+    # A shopper with staff_assist in the zone this long since entering raises a staff alert;
+    # 0: no dwell alerts in this zone.
+    help_after_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
+
+
+class StaffConfig(_Section, frozen=True):
+    """Staff alerts (``gateway.helpdesk``)."""
+
+    escalate_after_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 120.0
+    away_after_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
 
 
 class KioskConfig(_Section, frozen=True):
@@ -216,6 +227,7 @@ class Config(_Section, frozen=True):
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     radio: RadioConfig = msgspec.field(default_factory=RadioConfig)
+    staff: StaffConfig = msgspec.field(default_factory=StaffConfig)
     zones: list[ZoneConfig] = msgspec.field(default_factory=list)
     kiosks: list[KioskConfig] = msgspec.field(default_factory=list)
     beacons: list[BeaconConfig] = msgspec.field(default_factory=list)
@@ -227,6 +239,10 @@ class Config(_Section, frozen=True):
     @property
     def client_id(self) -> str:
         return self.broker.client_id or f"moments-gw-{self.store_id}"
+
+    def help_after_s(self) -> dict[str, float]:
+        """The zones with dwell alerts, and after how long."""
+        return {zone.id: zone.help_after_s for zone in self.zones if zone.help_after_s > 0}
 
     def zone_of_node(self) -> dict[str, str]:
         return {node: zone.id for zone in self.zones for node in zone.nodes}

@@ -29,8 +29,10 @@ from gateway.engine import KioskDecision
 from gateway.errors import LinkError, StoreError
 from gateway.events import EventRecorder
 from gateway.fleet import BeaconAlert
+from gateway.helpdesk import AckError, AckOutcome, parse_ack
 from gateway.kiosk import KioskDirector, KioskHub, KioskView
 from gateway.linkstate import LinkState
+from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.moments import Moments
 from gateway.mqtt import MqttLink, Will
@@ -127,7 +129,11 @@ class Gateway:
             host=config.broker.host,
             port=config.broker.port,
             client_id=config.client_id,
-            subscriptions=[*self.sensing.subscriptions, *self.devices.subscriptions],
+            subscriptions=[
+                *self.sensing.subscriptions,
+                *self.devices.subscriptions,
+                (f"{config.broker.topic_prefix}/{config.store_id}/staff/acks/+", 1),
+            ],
             keepalive=config.broker.keepalive_s,
             connect_timeout=config.broker.connect_timeout_s,
             backoff=Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s),
@@ -141,6 +147,8 @@ class Gateway:
         )
         self._alerts_prefix = f"{config.broker.topic_prefix}/{config.store_id}/alerts/beacons/"
         self._help_topic = f"{config.broker.topic_prefix}/{config.store_id}/staff/alerts"
+        self._acks_prefix = f"{config.broker.topic_prefix}/{config.store_id}/staff/acks/"
+        self._warn = RateLimitedLog(log)
         self._phone_topic = f"{config.broker.topic_prefix}/{config.store_id}/phone/messages"
         # Beacon alerts not yet handed to the broker; the latest per beacon wins (they are states).
         self._pending_alerts: dict[str, BeaconAlert] = {}
@@ -249,6 +257,7 @@ class Gateway:
         # The phone after the screen: the kiosk's live stream, woken by the view just
         # published, goes out before the phone's decision and its reads run.
         asyncio.get_running_loop().call_soon(self.shoppers.on_presence, event)
+        self.shoppers.helpdesk.on_presence(event)  # dwell watches, alerts following them
         if self.events is not None:
             self.events.presence(event)
 
@@ -303,8 +312,32 @@ class Gateway:
         inbox = self.link.inbox
         while True:
             message = await inbox.get()
-            if not self.devices.handle(message):
+            if message.topic.startswith(self._acks_prefix):
+                self._staff_ack(message.topic[len(self._acks_prefix) :], message.payload)
+            elif not self.devices.handle(message):
                 self.sensing.handle(message)
+
+    def _staff_ack(self, staff_id: str, payload: bytes) -> None:
+        """A staff device took an alert (``{prefix}/{store}/staff/acks/{staff_id}``); the
+        device learns the outcome from the retained alert state. A malformed message, or one
+        for an alert that is gone or taken, is counted in ``moments_dropped_total{source=
+        "staff"}`` and logged once a minute per reason."""
+        try:
+            alert_id = parse_ack(staff_id, payload)
+        except AckError as exc:
+            self._drop_ack(exc.reason, exc.detail, staff_id[:64])
+            return
+        outcome, _alert = self.shoppers.helpdesk.acknowledge(alert_id, staff_id, self.clock.now())
+        if outcome is AckOutcome.UNKNOWN:
+            self._drop_ack("unknown_alert", alert_id, staff_id)
+        elif outcome is AckOutcome.TAKEN:
+            self._drop_ack("already_acknowledged", alert_id, staff_id)
+
+    def _drop_ack(self, reason: str, detail: str, staff_id: str) -> None:
+        self.metrics.dropped.labels(source="staff", reason=reason).inc()
+        self._warn.warning(
+            f"staff.{reason}", "staff message dropped", detail=detail, staff=staff_id
+        )
 
     async def _consume_radio(self) -> None:
         assert self.radio is not None

@@ -56,7 +56,7 @@ from gateway.consents import (
 from gateway.engine import KioskDecision, PhoneDecision
 from gateway.erasure import ErasureReport, erase_shopper_op, export
 from gateway.errors import ApiError, AuthError, RenderError, StoreError
-from gateway.helpdesk import Help, HelpDesk
+from gateway.helpdesk import AckOutcome, Help, HelpDesk
 from gateway.kiosk import KioskDirector, KioskView
 from gateway.metrics import Metrics
 from gateway.moments import Moments
@@ -145,7 +145,11 @@ class Shoppers:
         self._tokens: Tokens | None = None
         self._resolver: tuple[bytes, bytes] | None = None  # X25519 private, public
         self.phone: PhoneQueue[Card] = PhoneQueue(per_shopper=api.phone_queue)
-        self.helpdesk = HelpDesk()
+        self.helpdesk = HelpDesk(
+            help_after_s=config.help_after_s(),
+            escalate_after_s=config.staff.escalate_after_s,
+            away_after_s=config.staff.away_after_s,
+        )
         self._device_limit = RateLimiter(api.rate_per_s, api.burst)
         self._public_limit = RateLimiter(api.register_per_min / 60.0, api.register_per_min)
         self.on_enqueued: list[Callable[[], None]] = []  # an outbox event was committed
@@ -688,12 +692,38 @@ class Shoppers:
                 "staff can only be alerted with your staff_assist consent",
                 status=403,
             )
-        profile = self._db.profile(shopper_id)
-        # What staff_assist allows staff to see: a nickname or first name, never more.
-        name = (profile.nickname or profile.first_name) if profile is not None else ""
         return self.helpdesk.ask(
-            shopper_id, name=name, zone=self._sensing.zone_of(shopper_id), now=now
+            shopper_id,
+            name=self._staff_name(shopper_id),
+            zone=self._sensing.zone_of(shopper_id),
+            now=now,
         )
+
+    def _staff_name(self, shopper_id: str) -> str:
+        # What staff_assist allows staff to see: a nickname or first name, never more.
+        profile = self._db.profile(shopper_id)
+        return (profile.nickname or profile.first_name) if profile is not None else ""
+
+    def acknowledge_help(self, alert_id: str, staff_id: str) -> Help:
+        """A staff member takes an alert: the first wins (409 for the others, 404 for an
+        alert that is not, or no longer, open)."""
+        outcome, alert = self.helpdesk.acknowledge(alert_id, staff_id, self._clock.now())
+        if outcome is AckOutcome.UNKNOWN or alert is None:
+            raise ApiError("not_found", f"no open alert {alert_id!r}", status=404)
+        if outcome is AckOutcome.TAKEN:
+            raise ApiError(
+                "already_acknowledged",
+                f"alert {alert_id!r} was taken by {alert.acknowledged_by!r}",
+                status=409,
+            )
+        return alert
+
+    def resolve_help(self, alert_id: str) -> Help:
+        """Staff closed an alert (helped, or nothing to do)."""
+        alert = self.helpdesk.resolve(alert_id)
+        if alert is None:
+            raise ApiError("not_found", f"no open alert {alert_id!r}", status=404)
+        return alert
 
     @property
     def help(self) -> dict[str, Help]:
@@ -705,7 +735,13 @@ class Shoppers:
 
     def recheck(self, now: float) -> None:
         """Once a second: consents also change through HQ's stream (or expire); what waits on
-        a consent that no longer allows it is withdrawn here."""
+        a consent that no longer allows it is withdrawn here. Staff alerts escalate, time
+        out, and dwell alerts are raised (consent checked as they are)."""
+        for due in self.helpdesk.tick(now):
+            if self.consent(due.shopper_id).allows(Purpose.STAFF_ASSIST, now):
+                self.helpdesk.dwell(
+                    due.shopper_id, name=self._staff_name(due.shopper_id), zone=due.zone, now=now
+                )
         for shopper_id in self.helpdesk.shoppers():
             if not self.consent(shopper_id).allows(Purpose.STAFF_ASSIST, now):
                 self._withdraw_help(shopper_id)

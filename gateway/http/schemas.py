@@ -249,11 +249,17 @@ class KioskContent(_Body, frozen=True):
 
 
 class StaffAlert(_Body, frozen=True):
+    """One open alert as staff see it: never the shopper's id (``docs/PROTOCOL.md``)."""
+
     alert_id: str
     name: str
     zone: str | None
     since: float
     waited_s: float
+    reason: Literal["asked", "dwell"]
+    level: int
+    acknowledged_by: str | None
+    acknowledged_at: float | None
 
 
 class StaffAlerts(_Body, frozen=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gateway.errors import ApiError, AuthError
+from gateway.helpdesk import Help
 from gateway.http.api import Call, Endpoint, Param
 from gateway.http.schemas import (
     ConsentUpdate,
@@ -228,20 +229,34 @@ async def kiosk_content(call: Call) -> KioskContent:
     )
 
 
+def _staff_alert(alert: Help, now: float) -> StaffAlert:
+    return StaffAlert(
+        alert_id=alert.alert_id,
+        name=alert.name,
+        zone=alert.zone,
+        since=alert.since,
+        waited_s=round(max(0.0, now - alert.since), 1),
+        reason=alert.reason,
+        level=alert.level,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=alert.acknowledged_at,
+    )
+
+
 async def staff_alerts(call: Call) -> StaffAlerts:
     now = call.gateway.clock.now()
-    return StaffAlerts(
-        alerts=[
-            StaffAlert(
-                alert_id=h.alert_id,
-                name=h.name,
-                zone=h.zone,
-                since=h.since,
-                waited_s=round(max(0.0, now - h.since), 1),
-            )
-            for h in sorted(call.gateway.shoppers.help.values(), key=lambda h: h.since)
-        ]
-    )
+    alerts = sorted(call.gateway.shoppers.help.values(), key=lambda h: h.since)
+    return StaffAlerts(alerts=[_staff_alert(h, now) for h in alerts])
+
+
+async def acknowledge_alert(call: Call) -> StaffAlert:
+    alert = call.gateway.shoppers.acknowledge_help(call.path["alert_id"], call.subject)
+    return _staff_alert(alert, call.gateway.clock.now())
+
+
+async def resolve_alert(call: Call) -> StaffAlert:
+    alert = call.gateway.shoppers.resolve_help(call.path["alert_id"])
+    return _staff_alert(alert, call.gateway.clock.now())
 
 
 async def redeem(call: Call) -> RedemptionAnswer:
@@ -288,6 +303,7 @@ async def link_code(call: Call) -> LinkCode:
 
 _OFFER_ID = Param("offer_id", description="an offer id")
 _KIOSK_ID = Param("kiosk_id", r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "a kiosk id")
+_ALERT_ID = Param("alert_id", r"^[0-9a-f]{12}$", "an alert id from GET /v1/staff/alerts")
 
 ENDPOINTS: Final = (
     Endpoint(
@@ -460,6 +476,28 @@ ENDPOINTS: Final = (
         "Shoppers waiting for help",
         ("staff", "admin"),
         answer=StaffAlerts,
+        tags=("devices",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/staff/alerts/{alert_id}/ack",
+        acknowledge_alert,
+        "Take an alert: the first staff member wins (409 for the others)",
+        ("staff", "admin"),
+        answer=StaffAlert,
+        errors=(404, 409),
+        params=(_ALERT_ID,),
+        tags=("devices",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/staff/alerts/{alert_id}/resolve",
+        resolve_alert,
+        "Close an alert (the shopper was helped); answers it as it was",
+        ("staff", "admin"),
+        answer=StaffAlert,
+        errors=(404,),
+        params=(_ALERT_ID,),
         tags=("devices",),
     ),
     Endpoint(

@@ -445,8 +445,18 @@ async def test_staff_alerts_show_only_a_name_and_go_when_consent_does(
             assert asked.status_code == 202 and asked.json()["zone"] == "coffee"
             state = await asyncio.to_thread(watcher.until, lambda s: len(s["alerts"]) == 1)
             [alert] = state["alerts"]
-            # Only what staff_assist allows: a name, the zone, since when. No id, no segments.
-            assert set(alert) == {"alert_id", "name", "zone", "since"}
+            # Only what staff_assist allows: a name, the zone, times, why, and who took it.
+            # No shopper id, no segments.
+            assert set(alert) == {
+                "alert_id",
+                "name",
+                "zone",
+                "since",
+                "reason",
+                "level",
+                "acknowledged_by",
+                "acknowledged_at",
+            }
             assert alert["name"] == "Alice" and alert["zone"] == "coffee"
             staff, _ = await served.gateway.shoppers.issue("staff", "staff-7")
             listed = await served.client.get("/v1/staff/alerts", headers=bearer(staff))

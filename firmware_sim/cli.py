@@ -174,10 +174,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"moments: --bluez needs a [box] in {args.scenario}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    if args.bluez:
-        report = _run_with_bluez(config, scenario, args)
-    else:
-        report = asyncio.run(_live(config, scenario, args, None))
+    try:
+        if args.bluez:
+            report = _run_with_bluez(config, scenario, args)
+        else:
+            report = asyncio.run(_live(config, scenario, args, None))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every link and the bus are closed by now
+        print("moments sim: stopped", file=sys.stderr, flush=True)
+        return 0
     print(json.dumps(report.as_dict()), flush=True)
     return 0
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable
 
-__all__ = ["AnonymousCounter"]
+__all__ = ["AnonymousCounter", "RecentCounter"]
 
 
 class AnonymousCounter:
@@ -48,3 +48,49 @@ class AnonymousCounter:
             self._key = self._entropy(32)
             self._keyed = hashlib.blake2b(key=self._key, digest_size=8)
             self._seen = {}
+
+
+class RecentCounter:
+    """Distinct devices per zone heard in the last ``window_s`` (default 2 minutes): how full a
+    zone is now. Same keyed hashing as :class:`AnonymousCounter`, with a key replaced every
+    ``key_period_s`` (an hour); at each replacement the counts start again, since no digest made
+    under the old key can be matched any more. Memory holds only the devices of the window."""
+
+    __slots__ = ("_entropy", "_keyed", "_last", "_period", "_period_s", "_window_s")
+
+    def __init__(
+        self,
+        window_s: float = 120.0,
+        key_period_s: float = 3_600.0,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._window_s = window_s
+        self._period_s = key_period_s
+        self._entropy = entropy
+        self._keyed = hashlib.blake2b(digest_size=8)
+        self._period = -1
+        self._last: dict[str, dict[bytes, float]] = {}
+
+    def observe(self, zone: str, device: bytes, now: float) -> None:
+        self._rotate(now)
+        hasher = self._keyed.copy()
+        hasher.update(device)
+        self._last.setdefault(zone, {})[hasher.digest()] = now
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Devices per zone heard within the window; forgets the older ones."""
+        self._rotate(now)
+        horizon = now - self._window_s
+        out: dict[str, int] = {}
+        for zone, seen in self._last.items():
+            for digest in [d for d, t in seen.items() if t < horizon]:
+                del seen[digest]
+            out[zone] = len(seen)
+        return out
+
+    def _rotate(self, now: float) -> None:
+        period = int(now // self._period_s)
+        if period != self._period:
+            self._period = period
+            self._keyed = hashlib.blake2b(key=self._entropy(32), digest_size=8)
+            self._last = {}

@@ -398,7 +398,8 @@ def _unique(fail: Any, kind: str, ids: Iterable[str]) -> None:
 
 
 def gateway_config(s: Scenario) -> str:
-    """The gateway configuration's store sections (TOML) for this scenario's floor."""
+    """The gateway configuration's store sections (TOML) for this scenario's floor, with
+    the geometry (zone outlines, node, kiosk and beacon positions) of the staff map."""
     zone_of_node = s.zone_of_node()
     lines = [
         f"# Zones, kiosks and fixed beacons of the simulated store {s.name!r}",
@@ -407,11 +408,14 @@ def gateway_config(s: Scenario) -> str:
     ]
     for z in s.zones:
         nodes = [n.id for n in s.nodes if zone_of_node.get(n.id) == z.id]
+        node_at = ", ".join(f"{_q(n.id)} = {_xy(n.at)}" for n in s.nodes if n.id in nodes)
         lines += [
             "[[zones]]",
             f"id = {_q(z.id)}",
             f"name = {_q(z.name or z.id)}",
             f"nodes = [{', '.join(_q(n) for n in nodes)}]",
+            f"polygon = [{', '.join(_xy(p) for p in z.polygon)}]",
+            f"node_at = {{ {node_at} }}" if node_at else "node_at = {}",
             "",
         ]
     for k in s.kiosks:
@@ -421,6 +425,7 @@ def gateway_config(s: Scenario) -> str:
             f"zone = {_q(s.zone_at(k.at) or '')}",
             f"name = {_q(k.name or k.id)}",
             f"scanner = {_q(k.scanner)}",
+            f"at = {_xy(k.at)}",
             "",
         ]
     if s.box is not None:
@@ -439,9 +444,15 @@ def gateway_config(s: Scenario) -> str:
             f"address = {_q(b.address)}",
             f"silent_after_s = {b.silent_after_s}",
             f"low_battery_mv = {b.low_battery_mv}",
+            f"at = {_xy(b.at)}",
             "",
         ]
     return "\n".join(lines)
+
+
+def _xy(point: tuple[float, float]) -> str:
+    """A floor position as the gateway's map reads it: ``[x, y]`` in metres."""
+    return f"[{point[0]:g}, {point[1]:g}]"
 
 
 def _q(text: str) -> str:

@@ -15,6 +15,7 @@ and what was expected. ``deploy/moments.example.toml`` documents every key line 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -36,6 +37,7 @@ __all__ = [
     "IngestConfig",
     "KioskConfig",
     "LogConfig",
+    "Point",
     "PresenceConfig",
     "RadioConfig",
     "StaffConfig",
@@ -50,6 +52,10 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Rssi = Annotated[int, msgspec.Meta(ge=-127, le=20)]
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# A floor position in metres, ``[x, y]`` (the staff dashboard's map). The bounds also refuse
+# TOML's ``nan`` and ``inf``: no comparison holds for them.
+Metres = Annotated[float, msgspec.Meta(ge=-100_000, le=100_000)]
+Point = tuple[Metres, Metres]
 
 _ENV_PREFIX = "MOMENTS_"
 
@@ -183,6 +189,11 @@ class ZoneConfig(_Section, frozen=True):
     # A shopper with staff_assist in the zone this long since entering raises a staff alert;
     # 0: no dwell alerts in this zone.
     help_after_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
+    # Optional geometry for the staff dashboard's map; a store without it gets a list.
+    # ``polygon``: the zone's outline, at least 3 points. ``node_at``: where this zone's
+    # scanner nodes hang, by node id (kept with the zone that lists the nodes).
+    polygon: list[Point] = msgspec.field(default_factory=list)
+    node_at: dict[str, Point] = msgspec.field(default_factory=dict)
 
 
 class StaffConfig(_Section, frozen=True):
@@ -197,6 +208,7 @@ class KioskConfig(_Section, frozen=True):
     zone: Ident
     name: str = ""
     scanner: str = ""
+    at: Point | None = None  # on the staff dashboard's map
 
 
 class BeaconConfig(_Section, frozen=True):
@@ -212,6 +224,7 @@ class BeaconConfig(_Section, frozen=True):
     address: Annotated[str, msgspec.Meta(pattern=r"^(([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})?$")] = ""
     silent_after_s: Positive = 60.0
     low_battery_mv: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 2600
+    at: Point | None = None  # on the staff dashboard's map
 
 
 class Config(_Section, frozen=True):
@@ -416,6 +429,7 @@ def _check_cross_references(source: str, config: Config) -> None:
                     source, f"zones[{i}].nodes", node, "a scanner node listed in one zone only"
                 )
             nodes.add(node)
+        _check_geometry(source, i, zone)
     if config.radio.zone and config.radio.zone not in zones:
         raise ConfigError(
             source, "radio.zone", config.radio.zone, f"one of the zones {sorted(zones)}"
@@ -446,3 +460,19 @@ def _check_cross_references(source: str, config: Config) -> None:
                     source, f"beacons[{i}].{field}", value, f"a beacon {field} not used before"
                 )
             seen[field].add(value)
+
+
+def _check_geometry(source: str, i: int, zone: ZoneConfig) -> None:
+    """A zone's map outline and node positions: a real polygon, for its own nodes."""
+    if zone.polygon and len(zone.polygon) < 3:
+        raise ConfigError(
+            source, f"zones[{i}].polygon", zone.polygon, "at least 3 [x, y] points, or none"
+        )
+    points = [*zone.polygon, *zone.node_at.values()]
+    if not all(math.isfinite(v) for point in points for v in point):
+        raise ConfigError(source, f"zones[{i}].polygon", zone.polygon, "finite numbers (metres)")
+    for node in zone.node_at:
+        if node not in zone.nodes:
+            raise ConfigError(
+                source, f"zones[{i}].node_at", node, f"one of this zone's nodes {zone.nodes}"
+            )

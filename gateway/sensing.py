@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from beacons import DecodeError, EddystoneTLM, Frame, decode_advertisement, decode_bleak
-from beacons.anonymous import AnonymousCounter
+from beacons.anonymous import AnonymousCounter, RecentCounter
 from beacons.bleak_source import RadioSighting
 from beacons.frames import EddystoneEID, EddystoneUID, IBeacon
 from beacons.presence import (
@@ -108,6 +108,9 @@ class Sensing:
             calibration=Calibration(p.scanner_offsets_db),
         )
         self._anonymous = AnonymousCounter()
+        self._recent = RecentCounter()
+        # When each scanner node's last accepted message arrived (for the staff dashboard).
+        self.node_heard: dict[str, float] = {}
         self.identities = Identities(db)
         self.fleet = BeaconFleet(
             FixedBeacon(b.id, b.zone, b.identity, b.address, b.silent_after_s, b.low_battery_mv)
@@ -141,6 +144,10 @@ class Sensing:
     def zone_of(self, shopper_id: str) -> str | None:
         return self._presence.zone_of(shopper_id)
 
+    def occupancy(self, now: float) -> dict[str, int]:
+        """Anonymous devices per zone heard in the last two minutes (how full it is now)."""
+        return self._recent.counts(now)
+
     def handle(self, message: InboundMessage) -> None:
         """One MQTT message from the store broker."""
         topic = message.topic
@@ -160,6 +167,7 @@ class Sensing:
             )
             return
         self._metrics.node_messages.inc()
+        self.node_heard[node] = self._clock.now()
         self.ingest(zone, batch)
 
     def ingest(self, zone: str, batch: NodeBatch) -> None:
@@ -236,6 +244,7 @@ class Sensing:
             return _DROPPED
         if shopper is None:
             self._anonymous.observe(zone, device, t)
+            self._recent.observe(zone, device, t)
             return _ANONYMOUS
         self._emit(
             self._presence.observe(

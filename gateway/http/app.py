@@ -29,6 +29,7 @@ from gateway.errors import AuthError, RenderError, StoreError
 from gateway.http.api import error_response
 from gateway.http.api import routes as api_routes
 from gateway.http.openapi import openapi_document
+from gateway.http.staff import staff_routes
 from gateway.http.v1 import ENDPOINTS
 from gateway.metrics import CONTENT_TYPE, GatewayCollector
 from gateway.readiness import readiness
@@ -241,6 +242,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
         Route("/kiosk/{kiosk_id}/offer", kiosk_offer),
         Route("/kiosk/{kiosk_id}/events", kiosk_events),
         Route("/kiosk/{kiosk_id}", kiosk_page),
+        *staff_routes(),
         *api_routes(ENDPOINTS),
         Route("/", index),
         Route("/healthz", healthz),

@@ -1,0 +1,231 @@
+"""The staff dashboard's view model (sans-I/O): what ``/staff`` shows, from one reading of the
+gateway's state (:class:`Reading`) and the configuration.
+
+``gateway.http.staff`` reads the gateway once a second into a :class:`Reading` and sends
+:func:`build`'s answer to the page when it differs from the last one. Nothing here knows a
+shopper's id: the reading already holds only counts per zone and the help desk's staff view,
+and :func:`build` keeps of a help request only what staff may see (name, zone, waiting
+time, level, who took it).
+
+What is shown
+    zones       the outline (when configured), anonymous devices heard there in the last two
+                minutes and opted-in shoppers present now; ``shade`` (0 to 1) is their sum
+                against the fullest zone (at least :data:`FULL_AT`), for the map's fill
+    kiosks      what each screen shows now: an offer's title, or "store news"
+    nodes       scanner nodes: ``online`` when heard in the last :data:`NODE_ONLINE_S`,
+                ``offline`` otherwise, ``unknown`` when the gateway keeps no last-heard time
+    beacons     fixed beacons with the fleet's condition (``ok``, ``silent``, ``low_battery``,
+                ``never_heard``, ``starting``)
+    help        shoppers waiting for staff, longest waiting first
+    figures     today's counts; ``missing`` names the figures this gateway cannot give
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from gateway.config import Config, Point
+
+__all__ = [
+    "FULL_AT",
+    "NODE_ONLINE_S",
+    "STORE_NEWS",
+    "BeaconView",
+    "Dashboard",
+    "Figures",
+    "HelpView",
+    "KioskTile",
+    "NodeView",
+    "Reading",
+    "ZoneView",
+    "build",
+]
+
+NODE_ONLINE_S: Final = 60.0
+FULL_AT: Final = 20  # a zone with this many devices (or the fullest zone, if more) is darkest
+STORE_NEWS: Final = "store news"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The gateway's state at ``now``, as the dashboard needs it (counts, never ids)."""
+
+    now: float
+    anonymous: Mapping[str, int] = field(default_factory=dict)  # zone: devices today
+    occupancy: Mapping[str, int] = field(default_factory=dict)  # zone: devices heard just now
+    present: Mapping[str, int] = field(default_factory=dict)  # zone: opted-in shoppers now
+    showing: Mapping[str, str | None] = field(default_factory=dict)  # kiosk: offer title
+    node_last_heard: Mapping[str, float] | None = None  # None: not kept by this gateway
+    beacons: Mapping[str, str] = field(default_factory=dict)  # beacon: condition
+    help: Sequence[Mapping[str, Any]] = ()  # HelpDesk's staff view of each alert
+    offers_shown: int | None = None  # today, store-wide
+    redemptions: int | None = None  # today, store-wide
+
+
+class ZoneView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    polygon: list[Point]
+    anonymous: int
+    present: int
+    shade: float
+
+
+class KioskTile(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    zone: str
+    at: Point | None
+    showing: str
+
+
+class NodeView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    zone: str
+    at: Point | None
+    status: str
+
+
+class BeaconView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    zone: str
+    at: Point | None
+    status: str
+
+
+class HelpView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    zone: str | None
+    zone_name: str | None
+    waiting_s: int
+    level: int
+    acknowledged_by: str | None
+
+
+class Figures(msgspec.Struct, frozen=True, kw_only=True):
+    visitors: int  # anonymous devices counted today, summed over zones
+    shoppers_present: int  # opted-in shoppers in a zone now
+    offers_shown: int | None
+    redemptions: int | None
+    conversion: float | None  # redemptions per offer shown, today
+    hourly: list[int]  # per-hour series for a sparkline; empty when not available
+    missing: list[str]
+
+
+class Dashboard(msgspec.Struct, frozen=True, kw_only=True):
+    v: int
+    store: str
+    map: bool  # every zone has an outline: draw the map, else a list
+    bounds: tuple[float, float, float, float] | None  # min x, min y, max x, max y
+    zones: list[ZoneView]
+    kiosks: list[KioskTile]
+    nodes: list[NodeView]
+    beacons: list[BeaconView]
+    help: list[HelpView]
+    figures: Figures
+
+
+def build(config: Config, reading: Reading) -> Dashboard:
+    """The dashboard for ``reading`` (a pure function: equal inputs, equal answers)."""
+    zone_names = {z.id: z.name or z.id for z in config.zones}
+    loads = {
+        z.id: reading.occupancy.get(z.id, 0) + reading.present.get(z.id, 0) for z in config.zones
+    }
+    full = max([FULL_AT, *loads.values()])
+    zones = [
+        ZoneView(
+            id=z.id,
+            name=zone_names[z.id],
+            polygon=list(z.polygon),
+            anonymous=reading.occupancy.get(z.id, 0),
+            present=reading.present.get(z.id, 0),
+            shade=round(loads[z.id] / full, 3),
+        )
+        for z in config.zones
+    ]
+    kiosks = [
+        KioskTile(
+            id=k.id,
+            name=k.name or k.id,
+            zone=k.zone,
+            at=k.at,
+            showing=reading.showing.get(k.id) or STORE_NEWS,
+        )
+        for k in config.kiosks
+    ]
+    nodes = [
+        NodeView(id=node, zone=z.id, at=z.node_at.get(node), status=_node_status(node, reading))
+        for z in config.zones
+        for node in z.nodes
+    ]
+    beacons = [
+        BeaconView(id=b.id, zone=b.zone, at=b.at, status=reading.beacons.get(b.id, "starting"))
+        for b in config.beacons
+    ]
+    return Dashboard(
+        v=1,
+        store=config.store_id,
+        map=bool(config.zones) and all(z.polygon for z in config.zones),
+        bounds=_bounds(config),
+        zones=zones,
+        kiosks=kiosks,
+        nodes=nodes,
+        beacons=beacons,
+        help=_help(reading, zone_names),
+        figures=_figures(reading),
+    )
+
+
+def _node_status(node: str, reading: Reading) -> str:
+    if reading.node_last_heard is None:
+        return "unknown"
+    heard = reading.node_last_heard.get(node)
+    return "online" if heard is not None and reading.now - heard <= NODE_ONLINE_S else "offline"
+
+
+def _help(reading: Reading, zone_names: Mapping[str, str]) -> list[HelpView]:
+    """Only what staff may see of a request: never an id, the shopper's or the alert's."""
+    waiting = sorted(reading.help, key=lambda h: float(h["since"]))
+    return [
+        HelpView(
+            name=str(h["name"]),
+            zone=h["zone"],
+            zone_name=None if h["zone"] is None else zone_names.get(h["zone"], h["zone"]),
+            waiting_s=max(0, int(reading.now - float(h["since"]))),
+            level=int(h["level"]),
+            acknowledged_by=h["acknowledged_by"],
+        )
+        for h in waiting
+    ]
+
+
+def _figures(reading: Reading) -> Figures:
+    missing = ["shoppers recognised today", "conversion against the holdout", "hourly series"]
+    if reading.offers_shown is None:
+        missing.append("offers shown")
+    if reading.redemptions is None:
+        missing.append("redemptions")
+    conversion = None
+    if reading.offers_shown and reading.redemptions is not None:
+        conversion = round(reading.redemptions / reading.offers_shown, 4)
+    return Figures(
+        visitors=sum(reading.anonymous.values()),
+        shoppers_present=sum(reading.present.values()),
+        offers_shown=reading.offers_shown,
+        redemptions=reading.redemptions,
+        conversion=conversion,
+        hourly=[],
+        missing=missing,
+    )
+
+
+def _bounds(config: Config) -> tuple[float, float, float, float] | None:
+    points = [p for z in config.zones for p in z.polygon]
+    if not points:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs), min(ys), max(xs), max(ys)

@@ -1,0 +1,183 @@
+"""The staff dashboard: ``GET /staff`` (the page) and ``GET /staff/stream`` (its live data).
+
+Staff open the page once with their token (``/staff?token=...``, role ``staff`` or
+``admin``); the token moves into an HttpOnly, SameSite=Strict cookie for ``/staff`` and the
+address bar is cleaned, as kiosk screens are set up. Without a token the page answers 401 with
+a page that says what to do; a token of another role, 403.
+
+The stream is Server-Sent Events: every second the handler reads the gateway's state into a
+:class:`~gateway.dashboard.Reading` (counts per zone, never a shopper's id), builds the view
+model and sends it as one ``dashboard`` event when it changed, with a keep-alive comment when
+nothing did for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from html import escape
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.consents import counter
+from gateway.dashboard import Reading, build
+from gateway.errors import AuthError, StoreError
+from gateway.http.api import error_response
+from gateway.moments import STORE_COUNTER
+from gateway.tokens import Claims, check_not_revoked
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+__all__ = ["STAFF_COOKIE", "read_gateway", "staff_routes"]
+
+STAFF_COOKIE: Final = "moments_staff"
+POLL_S: Final = 1.0
+KEEPALIVE_S: Final = 15.0
+_json = msgspec.json.Encoder()
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.state.gateway
+    return gateway
+
+
+def _token(request: Request) -> tuple[str, str]:
+    """The token and where it came from: the Authorization header, the cookie, the query."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip(), "header"
+    cookie = request.cookies.get(STAFF_COOKIE, "")
+    if cookie:
+        return cookie, "cookie"
+    return request.query_params.get("token", ""), "query"
+
+
+def _claims(request: Request, gateway: Gateway) -> Claims:
+    token, _where = _token(request)
+    if not token:
+        raise AuthError("token_missing", "the staff dashboard needs a staff token")
+    claims = gateway.shoppers.tokens.verify(token, now=gateway.clock.now())
+    check_not_revoked(gateway.db, claims)
+    if claims.role not in ("staff", "admin"):
+        raise AuthError("forbidden", "this token is not a staff token", status=403)
+    return claims
+
+
+def _refused_page(exc: AuthError) -> Response:
+    html = (
+        '<!doctype html><html lang="en"><meta charset=utf-8><title>Staff sign-in needed</title>'
+        f"<p>The staff dashboard needs a staff token ({escape(exc.code)}): open "
+        "<code>/staff?token=...</code> once with a token from "
+        "<code>moments token issue --role staff</code>.</p></html>"
+    )
+    return HTMLResponse(html, status_code=exc.status, headers={"Cache-Control": "no-store"})
+
+
+async def staff_page(request: Request) -> Response:
+    gateway = _gateway(request)
+    try:
+        claims = _claims(request, gateway)
+    except AuthError as exc:
+        return _refused_page(exc)
+    token, where = _token(request)
+    if where == "query":
+        # Out of the address bar and the history, into a cookie only /staff receives.
+        response = RedirectResponse("/staff", status_code=303)
+        response.set_cookie(
+            STAFF_COOKIE,
+            token,
+            max_age=max(1, int(claims.expires_at - gateway.clock.now())),
+            path="/staff",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+    html = gateway.renderer.render("staff.html.j2", store=gateway.config.store_id)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+async def staff_stream(request: Request) -> Response:
+    gateway = _gateway(request)
+    try:
+        _claims(request, gateway)
+    except AuthError as exc:
+        return error_response(exc.code, str(exc), exc.status)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        last = b""
+        quiet = 0.0
+        while not gateway.stopping.is_set():
+            data = _json.encode(build(gateway.config, read_gateway(gateway)))
+            if data != last:
+                last, quiet = data, 0.0
+                yield b"event: dashboard\ndata: %s\n\n" % data
+            elif quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield b": keepalive\n\n"
+            await asyncio.sleep(POLL_S)
+            quiet += POLL_S
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def read_gateway(gateway: Gateway) -> Reading:
+    """The dashboard's reading of the gateway now: counts per zone, no shopper ids kept."""
+    now = gateway.clock.now()
+    anonymous: dict[str, int] = {}
+    for family in gateway.metrics.anonymous_devices.collect():
+        for sample in family.samples:
+            anonymous[sample.labels["zone"]] = int(sample.value)
+    present: dict[str, int] = {}
+    for shopper in gateway.sensing.shoppers():
+        zone = gateway.sensing.zone_of(shopper)
+        if zone is not None:
+            present[zone] = present.get(zone, 0) + 1
+    offers = gateway.moments.offers()
+    titles = {o.offer_id: o.record.title for o in offers}
+    showing: dict[str, str | None] = {}
+    for kiosk_id in gateway.hub.kiosk_ids():
+        offer_id = gateway.hub.current(kiosk_id).offer_id
+        showing[kiosk_id] = None if offer_id is None else titles.get(offer_id)
+    fleet = gateway.sensing.fleet.status(now)["beacons"]
+    assert isinstance(fleet, dict)
+    beacons = {b: str(state["condition"]) for b, state in fleet.items()}
+    shown: int | None = 0
+    redeemed = 0
+    local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
+        hours=gateway.config.api.utc_offset_h
+    )
+    day = f"day:{local.date().isoformat()}"  # the window ``gateway.moments`` counts in
+    for offer in offers:
+        redeemed += gateway.moments.picked_today(offer.offer_id, now)
+        if shown is not None:
+            try:
+                shown += counter(gateway.db, STORE_COUNTER, f"shown:{offer.offer_id}", day)
+            except StoreError:
+                shown = None
+    return Reading(
+        now=now,
+        anonymous=anonymous,
+        occupancy=gateway.sensing.occupancy(now),
+        present=present,
+        showing=showing,
+        node_last_heard=dict(gateway.sensing.node_heard),
+        beacons=beacons,
+        help=[h.view() for h in gateway.shoppers.helpdesk.alerts.values()],
+        offers_shown=shown,
+        redemptions=redeemed,
+    )
+
+
+def staff_routes() -> list[Route]:
+    return [Route("/staff/stream", staff_stream), Route("/staff", staff_page)]

@@ -1,0 +1,143 @@
+"""The staff dashboard (``/staff``) over a real socket and in a real headless Chromium: staff
+tokens only, a live stream of JSON, and a map whose zone darkens as devices arrive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from firmware_sim.adverts import ibeacon
+from gateway.config import Config
+from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_path, contrast
+from tests.support.broker import Broker
+from tests.support.peers import Publisher, serve
+
+OTHER_UUID = "7d4a5b60-0c1e-4a8e-9d0f-3b2a1c0d9e8f"  # no shopper app's: anonymous devices
+
+
+def _with_geometry(config: Config) -> Config:
+    """The example store with its map: two zones side by side, their nodes, kiosk, beacons."""
+    outline = {
+        "entrance": [(0.0, 0.0), (10.0, 0.0), (10.0, 8.0), (0.0, 8.0)],
+        "coffee": [(10.0, 0.0), (22.0, 0.0), (22.0, 8.0), (10.0, 8.0)],
+    }
+    zones = [
+        msgspec.structs.replace(
+            z,
+            polygon=outline[z.id],
+            node_at={n: (outline[z.id][0][0] + 5.0, 4.0) for n in z.nodes},
+        )
+        for z in config.zones
+    ]
+    kiosks = [msgspec.structs.replace(k, at=(18.0, 2.0)) for k in config.kiosks]
+    beacons = [
+        msgspec.structs.replace(b, at=(outline[b.zone][0][0] + 2.0, 6.0)) for b in config.beacons
+    ]
+    return msgspec.structs.replace(config, zones=zones, kiosks=kiosks, beacons=beacons)
+
+
+async def _first_event(response: httpx.Response) -> dict[str, object]:
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: ") and event == "dashboard":
+            data: dict[str, object] = json.loads(line[len("data: ") :])
+            return data
+    raise AssertionError("the stream ended without a dashboard event")
+
+
+@pytest.mark.mqtt
+async def test_staff_pages_need_a_staff_token(
+    broker: Broker, make_config: Callable[..., Config]
+) -> None:
+    async with serve(_with_geometry(make_config(broker.port))) as served:
+        client, shoppers = served.client, served.gateway.shoppers
+        refused = await client.get("/staff")
+        assert refused.status_code == 401
+        assert "staff token" in refused.text and refused.headers["content-type"].startswith(
+            "text/html"
+        )
+        assert (await client.get("/staff/stream")).status_code == 401
+        shopper, _ = await shoppers.issue("shopper", "shopper-1")
+        assert (await client.get(f"/staff?token={shopper}")).status_code == 403
+        bearer = {"Authorization": f"Bearer {shopper}"}
+        assert (await client.get("/staff/stream", headers=bearer)).status_code == 403
+
+        staff, _ = await shoppers.issue("staff", "sam")
+        moved = await client.get(f"/staff?token={staff}")
+        assert moved.status_code == 303 and moved.headers["location"] == "/staff"
+        cookie = moved.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/staff" in cookie
+        page = await client.get("/staff", headers={"Authorization": f"Bearer {staff}"})
+        assert page.status_code == 200 and '<html lang="en">' in page.text
+
+        async with client.stream(
+            "GET", "/staff/stream", headers={"Authorization": f"Bearer {staff}"}
+        ) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            board = await _first_event(stream)
+        assert board["map"] is True and board["store"] == served.gateway.config.store_id
+        zones = board["zones"]
+        assert isinstance(zones, list) and [z["id"] for z in zones] == ["entrance", "coffee"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.mqtt
+async def test_staff_map_darkens_a_zone_as_devices_arrive(
+    broker: Broker,
+    publisher: Publisher,
+    make_config: Callable[..., Config],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    async with serve(_with_geometry(make_config(broker.port))) as served:
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        token, _claims = await served.gateway.shoppers.issue("staff", "sam")
+        await page.goto(f"{served.base}/staff?token={token}")
+        assert page.url == f"{served.base}/staff"  # the token left the address bar
+        coffee = page.locator("#map polygon.zone[data-zone='coffee']")
+        await coffee.wait_for(timeout=10_000)
+        assert await page.locator("#map polygon.zone").count() == 2
+        assert await page.locator("html").get_attribute("lang") == "en"
+        before = await coffee.get_attribute("fill")
+        assert await coffee.get_attribute("data-shade") == "0"
+
+        for i in range(25):  # 25 distinct devices no shopper app owns, in the coffee aisle
+            publisher.adverts(
+                "node-coffee", ibeacon(OTHER_UUID, 7, i + 1), addr=f"AA:BB:CC:00:00:{i:02X}"
+            )
+        await page.wait_for_selector(
+            "#map polygon.zone[data-zone='coffee'][data-shade='1']", timeout=10_000
+        )
+        assert await coffee.get_attribute("fill") != before
+        entrance = page.locator("#map polygon.zone[data-zone='entrance']")
+        assert await entrance.get_attribute("data-shade") == "0"
+        visitors = page.locator("#figures dd").first
+        assert await visitors.inner_text() == "25"
+        colours = await visitors.evaluate(
+            "e => [getComputedStyle(e).color, getComputedStyle(e.parentElement).backgroundColor]"
+        )
+        assert contrast(colours[0], colours[1]) >= 4.5
+
+        shot = tmp_path / "staff-dashboard.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        print(f"staff dashboard screenshot: {shot}")

@@ -1,0 +1,166 @@
+"""The staff dashboard's view model: counts, statuses and help, from a reading and the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from firmware_sim.floorplan import gateway_config, load_scenario
+from gateway.config import Config, KioskConfig, ZoneConfig, load_config
+from gateway.dashboard import FULL_AT, NODE_ONLINE_S, STORE_NEWS, Reading, build
+from gateway.errors import ConfigError
+
+SQUARE = [(0.0, 0.0), (10.0, 0.0), (10.0, 8.0), (0.0, 8.0)]
+
+
+def _config(*, geometry: bool = True) -> Config:
+    return Config(
+        zones=[
+            ZoneConfig(
+                id="entrance",
+                name="Entrance",
+                nodes=["node-a"],
+                polygon=SQUARE if geometry else [],
+                node_at={"node-a": (5.0, 4.0)} if geometry else {},
+            ),
+            ZoneConfig(
+                id="coffee",
+                nodes=["node-b"],
+                polygon=[(10.0, 0.0), (20.0, 0.0), (20.0, 8.0)] if geometry else [],
+            ),
+        ],
+        kiosks=[KioskConfig(id="kiosk-1", zone="coffee", at=(15.0, 2.0) if geometry else None)],
+    )
+
+
+def test_zones_carry_counts_and_a_shade_against_the_fullest_zone() -> None:
+    board = build(
+        _config(),
+        Reading(
+            now=100.0, anonymous={"coffee": 90}, occupancy={"coffee": 30}, present={"coffee": 2}
+        ),
+    )
+    entrance, coffee = board.zones
+    assert (entrance.anonymous, entrance.present, entrance.shade) == (0, 0, 0.0)
+    assert (coffee.anonymous, coffee.present, coffee.shade) == (30, 2, 1.0)
+    assert coffee.name == "coffee"  # no name configured: the id
+    quiet = build(_config(), Reading(now=100.0, occupancy={"coffee": FULL_AT // 2}))
+    assert quiet.zones[1].shade == 0.5  # a quiet store is not painted full
+
+
+def test_a_store_without_geometry_gets_a_list_not_a_map() -> None:
+    assert build(_config(), Reading(now=0.0)).map is True
+    assert build(_config(), Reading(now=0.0)).bounds == (0.0, 0.0, 20.0, 8.0)
+    plain = build(_config(geometry=False), Reading(now=0.0))
+    assert plain.map is False and plain.bounds is None
+    assert [z.polygon for z in plain.zones] == [[], []]
+
+
+def test_kiosks_show_the_offer_title_or_store_news() -> None:
+    config = _config()
+    assert build(config, Reading(now=0.0)).kiosks[0].showing == STORE_NEWS
+    showing = build(config, Reading(now=0.0, showing={"kiosk-1": "Espresso beans"}))
+    assert showing.kiosks[0].showing == "Espresso beans"
+    assert showing.kiosks[0].at == (15.0, 2.0)
+
+
+def test_nodes_are_online_when_heard_within_a_minute_else_offline_or_unknown() -> None:
+    config = _config()
+    unknown = build(config, Reading(now=1000.0))
+    assert [(n.id, n.status) for n in unknown.nodes] == [
+        ("node-a", "unknown"),
+        ("node-b", "unknown"),
+    ]
+    heard = {"node-a": 1000.0 - NODE_ONLINE_S, "node-b": 1000.0 - NODE_ONLINE_S - 1}
+    board = build(config, Reading(now=1000.0, node_last_heard=heard))
+    assert [n.status for n in board.nodes] == ["online", "offline"]
+    assert board.nodes[0].at == (5.0, 4.0) and board.nodes[1].at is None
+
+
+def test_help_keeps_only_what_staff_may_see_longest_waiting_first() -> None:
+    alerts: list[dict[str, Any]] = [
+        {
+            "alert_id": "0123456789ab",
+            "name": "Alice",
+            "zone": "coffee",
+            "since": 940.0,
+            "reason": "asked",
+            "level": 1,
+            "acknowledged_by": None,
+            "acknowledged_at": None,
+        },
+        {
+            "alert_id": "ba9876543210",
+            "name": "Bob",
+            "zone": None,
+            "since": 900.0,
+            "reason": "dwell",
+            "level": 2,
+            "acknowledged_by": "sam",
+            "acknowledged_at": 950.0,
+        },
+    ]
+    board = build(_config(), Reading(now=1000.0, help=alerts))
+    assert [(h.name, h.zone, h.waiting_s, h.level, h.acknowledged_by) for h in board.help] == [
+        ("Bob", None, 100, 2, "sam"),
+        ("Alice", "coffee", 60, 1, None),
+    ]
+    wire = msgspec.json.encode(board)
+    assert b"alert_id" not in wire and b"0123456789ab" not in wire
+
+
+def test_figures_sum_the_counts_and_say_what_is_missing() -> None:
+    reading = Reading(
+        now=0.0,
+        anonymous={"entrance": 7, "coffee": 3},
+        present={"coffee": 2},
+        offers_shown=40,
+        redemptions=4,
+    )
+    figures = build(_config(), reading).figures
+    assert (figures.visitors, figures.shoppers_present) == (10, 2)
+    assert (figures.offers_shown, figures.redemptions, figures.conversion) == (40, 4, 0.1)
+    assert "conversion against the holdout" in figures.missing
+    none = build(_config(), Reading(now=0.0)).figures
+    assert none.conversion is None and "offers shown" in none.missing
+
+
+def test_equal_readings_give_equal_dashboards() -> None:
+    reading = Reading(now=5.0, anonymous={"coffee": 1}, beacons={"b": "silent"})
+    config = _config()
+    assert msgspec.json.encode(build(config, reading)) == msgspec.json.encode(
+        build(config, reading)
+    )
+
+
+@pytest.mark.parametrize(
+    ("geometry", "key"),
+    [
+        ("polygon = [[0, 0], [1, 0]]", "zones[0].polygon"),
+        ("polygon = [[0, 0], [1, 0], [nan, 1]]", "zones[0].polygon[2][0]"),
+        ("polygon = [[0, 0], [1, 0], [inf, 1]]", "zones[0].polygon[2][0]"),
+        ('node_at = { "node-x" = [1, 2] }', "zones[0].node_at"),
+    ],
+)
+def test_map_geometry_is_checked_when_the_config_is_read(
+    tmp_path: Path, geometry: str, key: str
+) -> None:
+    path = tmp_path / "moments.toml"
+    path.write_text(f'[[zones]]\nid = "a"\nnodes = ["node-a"]\n{geometry}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert refused.value.key == key
+
+
+def test_sim_config_gives_a_map_ready_store(tmp_path: Path) -> None:
+    path = tmp_path / "moments.toml"
+    path.write_text(gateway_config(load_scenario("supermarket")), encoding="utf-8")
+    config = load_config(path, environ={})
+    board = build(config, Reading(now=0.0))
+    assert board.map is True
+    assert all(k.at is not None for k in board.kiosks)
+    assert all(n.at is not None for n in board.nodes)
+    assert all(b.at is not None for b in board.beacons)

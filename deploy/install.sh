@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Moments gateway on Raspberry Pi OS 64-bit or Debian (bookworm or newer) as the
 # systemd service `moments`. Safe to run again: an upgrade is a re-run with the new checkout or
-# wheel. It never overwrites /etc/moments/moments.toml once it exists.
+# wheel and --upgrade. It never overwrites /etc/moments/moments.toml once it exists.
 #
 # What it does, in order:
 #   1. apt packages: python3-venv, mosquitto, mosquitto-clients, bluez, dbus (only those missing)
@@ -20,6 +20,14 @@
 #      restarted when its TLS files are in place
 #   8. the unit to /etc/systemd/system/moments.service, daemon-reload, enable --now (and a
 #      restart when the gateway was already running, so an upgrade takes effect)
+#
+# --upgrade, for a new version over an installed one: the gateway is stopped before step 4
+# (the store must not be in use while the code changes under it), and after step 5 the store
+# is brought to the new code's schema with `moments store migrate`, run as the service user
+# with the unit's MOMENTS_DATA_DIR. The migration takes its own backup first, into
+# /var/lib/moments/backups/pre-migrate-<from>-to-<to>-<time>, only when there is something to
+# migrate; a second run finds nothing to do. Step 8 starts the gateway again. When the
+# migration fails the script stops there with the gateway stopped; the message names the backup.
 #
 # --dry-run prints every action, one per line prefixed "[dry-run] ", and changes nothing; it
 # needs no root. MOMENTS_INSTALL_ROOT (default empty) prefixes every path the script reads on the
@@ -46,11 +54,13 @@ umask 022
 
 usage() {
   cat <<'EOF'
-usage: install.sh [--dry-run] [--source DIR | --wheel FILE] [--config FILE]
+usage: install.sh [--dry-run] [--upgrade] [--source DIR | --wheel FILE] [--config FILE]
                   [--ca FILE] [--cert FILE] [--key FILE] [--broker-cert FILE]
                   [--broker-key FILE] [--hq-ca FILE] [--hq-bridge]
 
   --dry-run      print every action (prefixed "[dry-run] ") and change nothing
+  --upgrade      stop the gateway, install the new package, migrate the store (a backup is
+                 taken first when there is something to migrate), start the gateway
   --source DIR   checkout to install the package from (default: the one holding this script)
   --wheel FILE   install this wheel instead of a checkout
   --config FILE  configuration copied to /etc/moments/moments.toml when that file is absent
@@ -72,6 +82,7 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*" >&2; }
 
 DRY_RUN=0
+UPGRADE=0
 SOURCE=""
 WHEEL=""
 CONFIG_SRC=""
@@ -92,6 +103,7 @@ need_value() {  # need_value OPTION ARGUMENT_COUNT
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
+    --upgrade) UPGRADE=1 ;;
     --source) need_value "$1" "$#"; SOURCE="$2"; shift ;;
     --wheel) need_value "$1" "$#"; WHEEL="$2"; shift ;;
     --config) need_value "$1" "$#"; CONFIG_SRC="$2"; shift ;;
@@ -219,6 +231,15 @@ run install -d -m 0750 -o root -g "$SERVICE_USER" "$TLS_DIR"
 run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_DIR"
 
 # --- 4. venv and package ---
+if [ "$UPGRADE" -eq 1 ]; then
+  say "upgrade: stopping the gateway"
+  # A dry run cannot know whether it runs; it shows the stop.
+  if [ "$DRY_RUN" -eq 1 ] || systemctl is-active --quiet moments.service; then
+    run systemctl stop moments.service
+  else
+    say "the gateway is not running"
+  fi
+fi
 say "venv and package"
 if [ ! -x "$VENV/bin/python" ]; then
   run python3 -m venv "$VENV"
@@ -232,6 +253,16 @@ if [ -e "$CONFIG_PATH" ]; then
   say "keeping the existing $CONFIG_PATH"
 else
   run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_SRC" "$CONFIG_PATH"
+fi
+
+# --- 5b. store migration (--upgrade) ---
+if [ "$UPGRADE" -eq 1 ]; then
+  say "upgrade: store migration (a backup is taken first when there is something to migrate)"
+  if ! run runuser -u "$SERVICE_USER" -- env MOMENTS_DATA_DIR="$DATA_DIR" \
+      "$VENV/bin/moments" store migrate -c "$CONFIG_PATH"; then
+    die "the store migration failed and the gateway is left stopped: the message above names \
+the backup (moments store restore --from DIR --force), see docs/OPERATIONS.md, Upgrade"
+  fi
 fi
 
 # --- 6. certificates ---

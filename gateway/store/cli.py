@@ -1,11 +1,13 @@
-"""``moments store``: back up and restore the gateway's local store.
+"""``moments store``: back up, restore and migrate the gateway's local store.
 
 ``moments store backup --to DIR`` copies the store, even while the gateway runs, into the new
 folder ``DIR``; ``moments store restore --from DIR [--force]`` puts such a copy in place of the
-store, with the gateway stopped. Both find the store at ``<data_dir>/store`` of the
-configuration (``-c FILE``, ``MOMENTS_CONFIG``, ``MOMENTS_*``), print one JSON line of what they
-did, and on an error print one line to standard error and exit 1 (2 for bad usage or
-configuration). See :mod:`gateway.store.backup` for how.
+store, with the gateway stopped; ``moments store migrate [--dry-run]`` brings a store written
+by an older gateway to this one's schema, a backup first, with the gateway stopped. All find
+the store at ``<data_dir>/store`` of the configuration (``-c FILE``, ``MOMENTS_CONFIG``,
+``MOMENTS_*``), print one JSON line of what they did, and on an error print one line to
+standard error and exit 1 (2 for bad usage or configuration). See
+:mod:`gateway.store.backup` and :mod:`gateway.store.migrate` for how.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.errors import ConfigError, MomentsError
 from gateway.store.backup import backup, restore
+from gateway.store.migrate import migrate
 
 __all__ = ["register"]
 
@@ -26,10 +29,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``store backup`` and ``store restore`` to the ``moments`` command line."""
+    """Add ``store backup``, ``store restore`` and ``store migrate`` to the command line."""
     store = subparsers.add_parser(
         "store",
-        help="back up and restore the local store",
+        help="back up, restore and migrate the local store",
         description="Back up the gateway's LMDB store while it runs, or restore a backup "
         "with the gateway stopped.",
     )
@@ -63,6 +66,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     restore_cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
     restore_cmd.set_defaults(handler=_cmd_restore)
 
+    migrate_cmd = commands.add_parser(
+        "migrate",
+        help="bring the store to this gateway's schema, a backup first",
+        description="With the gateway stopped: when the store's schema is older than this "
+        "gateway's, back it up into <data_dir>/backups/pre-migrate-<from>-to-<to>-<time>, then "
+        "apply each migration in its own transaction. Prints "
+        '{"action": "migrate", "from", "to", "backup", "applied"}; exits 1 when a migration '
+        "fails, the store left at the last completed schema and the backup named.",
+    )
+    migrate_cmd.add_argument(
+        "--dry-run", action="store_true", help="say what would be done and change nothing"
+    )
+    migrate_cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+    migrate_cmd.set_defaults(handler=_cmd_migrate)
+
 
 def _help_of(parser: argparse.ArgumentParser) -> Handler:
     def show(_args: argparse.Namespace) -> int:
@@ -88,6 +106,19 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     def run() -> dict[str, object]:
         info = restore(args.source, _store_path(args.config), force=args.force)
         return {"action": "restore", **info.to_json()}
+
+    return _report(run)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    def run() -> dict[str, object]:
+        config = load_config(args.config)
+        report = migrate(
+            config.data_path / "store",
+            map_size=config.store.map_size_mb << 20,
+            dry_run=args.dry_run,
+        )
+        return report.to_json()
 
     return _report(run)
 

@@ -245,7 +245,11 @@ class Database:
     def handle(self, name: str) -> Any:
         return self._dbs[name]
 
-    def open(self) -> None:
+    def open(self, *, older_schema_ok: bool = False) -> None:
+        """Open (or create) the environment and its databases. A new store is written at
+        the current schema; a store at a newer schema is refused, and so is one at an older
+        schema unless ``older_schema_ok`` (only :mod:`gateway.store.migrate` says so: the
+        gateway never migrates by itself, see that module)."""
         try:
             self._path.mkdir(parents=True, exist_ok=True)
             env = lmdb.open(
@@ -273,11 +277,8 @@ class Database:
                 version = txn.get(_SCHEMA_KEY, db=meta)
                 if version is None:
                     txn.put(_SCHEMA_KEY, str(codec.CURRENT_VERSION).encode(), db=meta)
-                elif int(version) > codec.CURRENT_VERSION:
-                    raise StoreError(
-                        f"store at {self._path} has schema {int(version)}, newer than this "
-                        f"gateway's {codec.CURRENT_VERSION}: upgrade the gateway"
-                    )
+                else:
+                    self._check_schema(int(version), older_ok=older_schema_ok)
         except lmdb.Error as exc:
             env.close()
             raise StoreError(f"cannot initialise store at {self._path}: {exc}") from exc
@@ -285,6 +286,31 @@ class Database:
             env.close()
             raise
         self._env = env
+
+    def _check_schema(self, version: int, *, older_ok: bool) -> None:
+        current = codec.CURRENT_VERSION
+        if version > current:
+            raise StoreError(
+                f"store at {self._path} has schema {version}, newer than this "
+                f"gateway's {current}: upgrade the gateway"
+            )
+        if version < current and not older_ok:
+            raise StoreError(
+                f"store at {self._path} has schema {version}, older than this gateway's "
+                f"{current}: stop the gateway and run `moments store migrate` (it takes a "
+                "backup first)"
+            )
+
+    def schema_version(self, txn: Any) -> int:
+        """The store's schema version (``meta/schema_version``) as ``txn`` sees it."""
+        raw = txn.get(_SCHEMA_KEY, db=self._dbs["meta"])
+        if raw is None:
+            raise StoreError(f"store at {self._path} has no schema_version")
+        return int(raw)
+
+    def set_schema_version(self, txn: Any, version: int) -> None:
+        """Inside a write transaction: record that the store is now at schema ``version``."""
+        txn.put(_SCHEMA_KEY, str(version).encode(), db=self._dbs["meta"])
 
     def close(self) -> None:
         if self._env is not None:

@@ -104,6 +104,28 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     assert list(root.iterdir()) == []
 
 
+def test_dry_run_of_an_upgrade_stops_installs_migrates_and_starts(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install("--dry-run", "--upgrade", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    stop = done.index("systemctl stop moments.service")
+    pip = next(i for i, line in enumerate(done) if " install --quiet " in line)
+    migrate = done.index(
+        f"runuser -u moments -- env MOMENTS_DATA_DIR={root}/var/lib/moments "
+        f"{root}/opt/moments/.venv/bin/moments store migrate -c {root}/etc/moments/moments.toml"
+    )
+    start = done.index("systemctl enable --now moments.service")
+    assert stop < pip < migrate < start
+    assert "systemctl restart moments.service" not in done
+    assert list(root.iterdir()) == []
+    # Without --upgrade: no stop and no migration.
+    plain = actions(install("--dry-run", root=root).stdout)
+    assert "systemctl stop moments.service" not in plain
+    assert not any("store migrate" in line for line in plain)
+
+
 def test_dry_run_keeps_an_existing_configuration(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc" / "moments").mkdir(parents=True)

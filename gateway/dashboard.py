@@ -12,12 +12,18 @@ What is shown
                 minutes and opted-in shoppers present now; ``shade`` (0 to 1) is their sum
                 against the fullest zone (at least :data:`FULL_AT`), for the map's fill
     kiosks      what each screen shows now: an offer's title, or "store news"
-    nodes       scanner nodes: ``online`` when heard in the last :data:`NODE_ONLINE_S`,
-                ``offline`` otherwise, ``unknown`` when the gateway keeps no last-heard time
+    nodes       scanner nodes (:func:`node_status`): ``offline`` when the node's status says
+                so (its will), ``online`` when it says online and was heard within
+                :data:`NODE_ONLINE_S`, ``silent`` when it says online (or said nothing but
+                was heard once) and was not heard since, ``unknown`` when never seen; with the
+                Wi-Fi signal of its last telemetry
     beacons     fixed beacons with the fleet's condition (``ok``, ``silent``, ``low_battery``,
                 ``never_heard``, ``starting``)
     help        shoppers waiting for staff, longest waiting first
-    figures     today's counts; ``missing`` names the figures this gateway cannot give
+    figures     today's counts; visitors are the door counters' entries today when any door
+                counter has counted today, else the anonymous devices counted in the zones
+                (``visitors_source`` says which), with entries per hour for a sparkline;
+                ``missing`` names the figures this gateway cannot give
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import msgspec
 from gateway.config import Config, Point
 
 __all__ = [
+    "ANONYMOUS_DEVICES",
+    "DOORS",
     "FULL_AT",
     "NODE_ONLINE_S",
     "STORE_NEWS",
@@ -43,11 +51,14 @@ __all__ = [
     "Reading",
     "ZoneView",
     "build",
+    "node_status",
 ]
 
 NODE_ONLINE_S: Final = 60.0
 FULL_AT: Final = 20  # a zone with this many devices (or the fullest zone, if more) is darkest
 STORE_NEWS: Final = "store news"
+DOORS: Final = "doors"
+ANONYMOUS_DEVICES: Final = "anonymous devices"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,10 @@ class Reading:
     present: Mapping[str, int] = field(default_factory=dict)  # zone: opted-in shoppers now
     showing: Mapping[str, str | None] = field(default_factory=dict)  # kiosk: offer title
     node_last_heard: Mapping[str, float] | None = None  # None: not kept by this gateway
+    node_state: Mapping[str, str] = field(default_factory=dict)  # node: online/offline, said
+    node_wifi_rssi: Mapping[str, int | None] = field(default_factory=dict)  # last telemetry
+    door_entries: int | None = None  # entries today over every door; None: no door counted
+    door_hourly: Sequence[int] = ()  # entries per local hour today, midnight first
     beacons: Mapping[str, str] = field(default_factory=dict)  # beacon: condition
     help: Sequence[Mapping[str, Any]] = ()  # HelpDesk's staff view of each alert
     offers_shown: int | None = None  # today, store-wide
@@ -88,6 +103,7 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     zone: str
     at: Point | None
     status: str
+    wifi_rssi: int | None = None  # dBm, from the node's last telemetry
 
 
 class BeaconView(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,7 +123,8 @@ class HelpView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Figures(msgspec.Struct, frozen=True, kw_only=True):
-    visitors: int  # anonymous devices counted today, summed over zones
+    visitors: int  # door entries today, or anonymous devices today over zones
+    visitors_source: str  # "doors" or "anonymous devices"
     shoppers_present: int  # opted-in shoppers in a zone now
     offers_shown: int | None
     redemptions: int | None
@@ -158,7 +175,13 @@ def build(config: Config, reading: Reading) -> Dashboard:
         for k in config.kiosks
     ]
     nodes = [
-        NodeView(id=node, zone=z.id, at=z.node_at.get(node), status=_node_status(node, reading))
+        NodeView(
+            id=node,
+            zone=z.id,
+            at=z.node_at.get(node),
+            status=node_status(node, reading),
+            wifi_rssi=reading.node_wifi_rssi.get(node),
+        )
         for z in config.zones
         for node in z.nodes
     ]
@@ -180,11 +203,18 @@ def build(config: Config, reading: Reading) -> Dashboard:
     )
 
 
-def _node_status(node: str, reading: Reading) -> str:
-    if reading.node_last_heard is None:
-        return "unknown"
-    heard = reading.node_last_heard.get(node)
-    return "online" if heard is not None and reading.now - heard <= NODE_ONLINE_S else "offline"
+def node_status(node: str, reading: Reading) -> str:
+    """``offline``, ``online``, ``silent`` or ``unknown`` (the rules in the module notes)."""
+    said = reading.node_state.get(node)
+    if said == "offline":
+        return "offline"
+    heard = None if reading.node_last_heard is None else reading.node_last_heard.get(node)
+    if heard is not None:
+        return "online" if reading.now - heard <= NODE_ONLINE_S else "silent"
+    if said == "online":
+        # Online by its own word; silent unless this gateway keeps no last-heard time at all.
+        return "online" if reading.node_last_heard is None else "silent"
+    return "unknown"
 
 
 def _help(reading: Reading, zone_names: Mapping[str, str]) -> list[HelpView]:
@@ -204,7 +234,9 @@ def _help(reading: Reading, zone_names: Mapping[str, str]) -> list[HelpView]:
 
 
 def _figures(reading: Reading) -> Figures:
-    missing = ["shoppers recognised today", "conversion against the holdout", "hourly series"]
+    missing = ["shoppers recognised today", "conversion against the holdout"]
+    if reading.door_entries is None:
+        missing.append("hourly series")
     if reading.offers_shown is None:
         missing.append("offers shown")
     if reading.redemptions is None:
@@ -213,12 +245,17 @@ def _figures(reading: Reading) -> Figures:
     if reading.offers_shown and reading.redemptions is not None:
         conversion = round(reading.redemptions / reading.offers_shown, 4)
     return Figures(
-        visitors=sum(reading.anonymous.values()),
+        visitors=(
+            sum(reading.anonymous.values())
+            if reading.door_entries is None
+            else reading.door_entries
+        ),
+        visitors_source=ANONYMOUS_DEVICES if reading.door_entries is None else DOORS,
         shoppers_present=sum(reading.present.values()),
         offers_shown=reading.offers_shown,
         redemptions=reading.redemptions,
         conversion=conversion,
-        hourly=[],
+        hourly=[] if reading.door_entries is None else list(reading.door_hourly),
         missing=missing,
     )
 

@@ -1,16 +1,22 @@
-"""The store's devices at run time: shelves reporting stock and tills reporting redemptions.
+"""The store's devices at run time: shelves reporting stock, tills reporting redemptions, door
+counters reporting entries, and scanner nodes reporting their own state and health.
 
 Messages come from the store broker (``docs/PROTOCOL.md``)::
 
     {prefix}/{store}/shelves/{shelf}/stock        a shelf's stock (retained)
     {prefix}/{store}/pos/{lane}/redemptions       an offer redeemed at a till
+    {prefix}/{store}/doors/{door}/count           a door counter's cumulative counts
+    {prefix}/{store}/nodes/{node}/status          a node's online/offline (retained; its will)
+    {prefix}/{store}/nodes/{node}/telemetry       a node's health
 
-A malformed message is counted in ``moments_dropped_total{source="shelf"|"pos", reason}`` and
-logged once a minute per reason; nothing else happens. Stock goes to the :class:`StockBook` the
-decision engine reads (an offer whose SKUs are out is not shown). A redemption is attributed
-to the shopper's last showing of the offer, or to their holdout, within
-``REDEMPTION_WINDOW_S``, recorded once per (lane, receipt) with its outbox event, and taught
-to the propensity learner. The HTTP API hands redemptions in through :meth:`redeem` too.
+A malformed message is counted in
+``moments_dropped_total{source="shelf"|"pos"|"door"|"node", reason}`` and logged once a minute
+per reason; nothing else happens. Door counts go to the :class:`DoorBook` (entries today, for
+the staff dashboard), node status and telemetry to the :class:`NodeBook`. Stock goes to the
+:class:`StockBook` the decision engine reads (an offer whose SKUs are out is not shown). A
+redemption is attributed to the shopper's last showing of the offer, or to their holdout,
+within ``REDEMPTION_WINDOW_S``, recorded once per (lane, receipt) with its outbox event, and
+taught to the propensity learner. The HTTP API hands redemptions in through :meth:`redeem` too.
 """
 
 from __future__ import annotations
@@ -23,11 +29,19 @@ from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.consents import bump_counter_in
+from gateway.doors import DoorBook, DoorError, DoorLimits, parse_door_count
 from gateway.learning import ALL
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
 from gateway.moments import STORE_COUNTER, Moments
 from gateway.mqtt import InboundMessage
+from gateway.node_status import (
+    NodeBook,
+    NodeReportError,
+    NodeReportLimits,
+    parse_status,
+    parse_telemetry,
+)
 from gateway.redemptions import (
     Attribution,
     Redemption,
@@ -60,6 +74,7 @@ class Devices:
         moments: Moments,
         tell_hq: bool,
         window_s: float = REDEMPTION_WINDOW_S,
+        utc_offset_h: float = 0.0,
     ) -> None:
         self._window_s = window_s
         self._base = f"{prefix}/{store_id}/"
@@ -73,6 +88,10 @@ class Devices:
         self.stock = StockBook(clock)
         self._stock_limits = StockLimits()
         self._redemption_limits = RedemptionLimits()
+        self.doors = DoorBook(utc_offset_h=utc_offset_h)
+        self._door_limits = DoorLimits()
+        self.nodes = NodeBook()
+        self._node_limits = NodeReportLimits()
         self._warn = RateLimitedLog(log)
         self._pending: set[asyncio.Future[Any]] = set()
         self.redeemed = 0
@@ -83,6 +102,9 @@ class Devices:
         return [
             (f"{self._base}shelves/+/stock", 1),
             (f"{self._base}pos/+/redemptions", 1),
+            (f"{self._base}doors/+/count", 0),
+            (f"{self._base}nodes/+/status", 1),
+            (f"{self._base}nodes/+/telemetry", 0),
         ]
 
     def handle(self, message: InboundMessage) -> bool:
@@ -103,7 +125,35 @@ class Devices:
                 return True
             self._submit(redemption)
             return True
+        if len(parts) == 3 and parts[0] == "doors" and parts[2] == "count":
+            self._take_door_count(parts[1], message.payload)
+            return True
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] in ("status", "telemetry"):
+            self._take_node_report(parts[1], parts[2], message.payload)
+            return True
         return False
+
+    def _take_door_count(self, door: str, payload: bytes) -> None:
+        try:
+            count = parse_door_count(door, payload, self._door_limits)
+        except DoorError as exc:
+            self._drop("door", exc.reason, exc.detail, door=door)
+            return
+        if not self.doors.apply(count, self._clock.now()):
+            self._drop("door", "too_many_doors", "the door book is full", door=door)
+
+    def _take_node_report(self, node: str, kind: str, payload: bytes) -> None:
+        try:
+            if kind == "status":
+                kept = self.nodes.apply_status(parse_status(node, payload, self._node_limits))
+            else:
+                telemetry = parse_telemetry(node, payload, self._node_limits, now=self._clock.now())
+                kept = self.nodes.apply_telemetry(telemetry)
+        except NodeReportError as exc:
+            self._drop("node", exc.reason, exc.detail, node=node, kind=kind)
+            return
+        if not kept:
+            self._drop("node", "too_many_nodes", "the node book is full", node=node, kind=kind)
 
     def _take_stock(self, shelf: str, payload: bytes) -> None:
         try:

@@ -120,6 +120,7 @@ class Gateway:
             moments=self.moments,
             tell_hq=config.hq.enabled,
             window_s=config.engine.attribution_days * 86_400.0,
+            utc_offset_h=config.api.utc_offset_h,
         )
         self.moments.stock = self.devices.stock.in_stock
         self.devices.on_signal.append(self._on_signal)

@@ -6,7 +6,8 @@ address bar is cleaned, as kiosk screens are set up. Without a token the page an
 a page that says what to do; a token of another role, 403.
 
 The stream is Server-Sent Events: every second the handler reads the gateway's state into a
-:class:`~gateway.dashboard.Reading` (counts per zone, never a shopper's id), builds the view
+:class:`~gateway.dashboard.Reading` (counts per zone, door entries, what the scanner nodes say
+of themselves; never a shopper's id), builds the view
 model and sends it as one ``dashboard`` event when it changed, with a keep-alive comment when
 nothing did for a while.
 """
@@ -165,13 +166,24 @@ def read_gateway(gateway: Gateway) -> Reading:
                 shown += counter(gateway.db, STORE_COUNTER, f"shown:{offer.offer_id}", day)
             except StoreError:
                 shown = None
+    devices = gateway.devices
+    heard = dict(gateway.sensing.node_heard)
+    wifi: dict[str, int | None] = {}
+    for node, telemetry in devices.nodes.last_telemetry().items():
+        # A node's telemetry is a sign of life too: a node in an empty store hears nothing.
+        heard[node] = max(heard.get(node, telemetry.at), telemetry.at)
+        wifi[node] = telemetry.wifi_rssi
     return Reading(
         now=now,
         anonymous=anonymous,
         occupancy=gateway.sensing.occupancy(now),
         present=present,
         showing=showing,
-        node_last_heard=dict(gateway.sensing.node_heard),
+        node_last_heard=heard,
+        node_state=devices.nodes.states(),
+        node_wifi_rssi=wifi,
+        door_entries=devices.doors.entered_today(now),
+        door_hourly=devices.doors.hourly(now),
         beacons=beacons,
         help=[h.view() for h in gateway.shoppers.helpdesk.alerts.values()],
         offers_shown=shown,

@@ -20,10 +20,26 @@
   // Light paper to deep green: the lightness falls from 95% to 30% as the zone fills.
   const shadeFill = (shade) => `hsl(150, 45%, ${Math.round(95 - shade * 65)}%)`;
 
+  // Today's entries per hour as a small line under the visitors figure (no axes, no text).
+  function sparkline(series) {
+    if (!series || series.length < 2) return null;
+    const w = 120, h = 24, top = Math.max(1, ...series);
+    const step = w / (series.length - 1);
+    const points = series.map((v, i) => `${(i * step).toFixed(1)},${(h - (v / top) * h).toFixed(1)}`);
+    const svg = el("svg:svg", {
+      class: "sparkline", viewBox: `0 -1 ${w} ${h + 2}`, width: w, height: h + 2,
+      role: "img", "aria-label": `Entries per hour today: ${series.join(", ")}`,
+    });
+    svg.append(el("svg:polyline", {
+      points: points.join(" "), fill: "none", stroke: "currentColor", "stroke-width": 1.5,
+    }));
+    return svg;
+  }
+
   function figures(f) {
     const box = document.getElementById("figures");
     const rows = [
-      ["Visitors (anonymous devices)", f.visitors],
+      [`Visitors (${f.visitors_source})`, f.visitors],
       ["Opted-in shoppers here now", f.shoppers_present],
       ["Offers shown", f.offers_shown ?? "n/a"],
       ["Redemptions", f.redemptions ?? "n/a"],
@@ -34,6 +50,8 @@
       d.append(el("dt", {}, k), el("dd", {}, String(v)));
       return d;
     }));
+    const line = sparkline(f.hourly);
+    if (line) box.firstElementChild.append(line);
   }
 
   function marker(svg, at, cls, label, shape) {
@@ -105,7 +123,8 @@
     document.getElementById("kiosks").replaceChildren(...d.kiosks.map((k) =>
       el("li", {}, `${k.name}: ${k.showing}`)));
     document.getElementById("devices").replaceChildren(
-      ...d.nodes.map((n) => el("li", { class: statusClass(n.status) }, `Node ${n.id}: ${n.status}`)),
+      ...d.nodes.map((n) => el("li", { class: statusClass(n.status) }, `Node ${n.id}: ${n.status}` +
+        (n.wifi_rssi === null || n.wifi_rssi === undefined ? "" : `, Wi-Fi ${n.wifi_rssi} dBm`))),
       ...d.beacons.map((b) => el("li", { class: statusClass(b.status) }, `Beacon ${b.id}: ${b.status.replace("_", " ")}`)));
   }
 

@@ -1,15 +1,20 @@
 """The staff dashboard (``/staff``) over a real socket and in a real headless Chromium: staff
-tokens only, a live stream of JSON, and a map whose zone darkens as devices arrive."""
+tokens only, a live stream of JSON, a map whose zone darkens as devices arrive, and door
+counts and scanner nodes' own status reaching the stream through the broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser, async_playwright
 
 from firmware_sim.adverts import ibeacon
@@ -141,3 +146,95 @@ async def test_staff_map_darkens_a_zone_as_devices_arrive(
         shot = tmp_path / "staff-dashboard.png"
         await page.screenshot(path=str(shot), full_page=True)
         print(f"staff dashboard screenshot: {shot}")
+
+
+async def _until(
+    lines: AsyncIterator[str], done: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
+    """The next dashboard event on the stream's ``lines`` for which ``done`` holds."""
+
+    async def read() -> dict[str, Any]:
+        event = ""
+        async for line in lines:
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: ") and event == "dashboard":
+                board: dict[str, Any] = json.loads(line[len("data: ") :])
+                if done(board):
+                    return board
+        raise AssertionError("the stream ended")
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+def _node(board: dict[str, Any], node: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(n for n in board["nodes"] if n["id"] == node)
+    return found
+
+
+@pytest.mark.mqtt
+async def test_door_counts_and_a_nodes_will_reach_the_staff_stream(
+    broker: Broker, publisher: Publisher, make_config: Callable[..., Config]
+) -> None:
+    prefix = "moments/v1/store-1"
+    async with serve(make_config(broker.port)) as served:
+        token, _ = await served.gateway.shoppers.issue("staff", "sam")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with served.client.stream("GET", "/staff/stream", headers=headers) as response:
+            stream = response.aiter_lines()
+            first = await _until(stream, lambda _b: True)
+            assert first["figures"]["visitors_source"] == "anonymous devices"
+            assert _node(first, "node-coffee")["status"] == "unknown"
+
+            # A scanner node with a real will: online, telemetry, then it drops uncleanly.
+            node = paho.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id="node-coffee",
+                protocol=paho.MQTTv5,
+            )
+            status = f"{prefix}/nodes/node-coffee/status"
+            offline = b'{"v": 1, "node": "node-coffee", "state": "offline"}'
+            node.will_set(status, offline, qos=1, retain=True)
+            node.connect(broker.host, broker.port)
+            node.loop_start()
+            try:
+                online = b'{"v": 1, "node": "node-coffee", "state": "online"}'
+                node.publish(status, online, qos=1, retain=True).wait_for_publish(5)
+                telemetry = (
+                    b'{"v": 1, "node": "node-coffee", "t": 1795378600.5, "heard": 10,'
+                    b' "forwarded": 9, "free_heap": 180000, "wifi_rssi": -67}'
+                )
+                node.publish(f"{prefix}/nodes/node-coffee/telemetry", telemetry).wait_for_publish(5)
+                board = await _until(
+                    stream, lambda b: _node(b, "node-coffee")["status"] == "online"
+                )
+                assert _node(board, "node-coffee")["wifi_rssi"] == -67
+            finally:
+                node.loop_stop()
+                sock = node.socket()
+                assert sock is not None
+                sock.close()  # no DISCONNECT: the broker publishes the will
+            await _until(stream, lambda b: _node(b, "node-coffee")["status"] == "offline")
+
+            door = f"{prefix}/doors/door-main/count"
+            publisher.publish(door, b'{"v": 1, "door": "door-main", "in": 400, "out": 390}', qos=0)
+            publisher.publish(door, b'{"v": 1, "door": "door-main", "in": 407, "out": 391}', qos=0)
+            board = await _until(stream, lambda b: b["figures"]["visitors"] == 7)
+            figures = board["figures"]
+            assert figures["visitors_source"] == "doors" and sum(figures["hourly"]) == 7
+            assert "hourly series" not in figures["missing"]
+
+        publisher.publish(door, b'{"v": 1, "door": "door-back", "in": 1, "out": 0}', qos=0)
+        publisher.publish(door, b"not json", qos=0)
+        registry = served.gateway.metrics.registry
+
+        def dropped(reason: str) -> float:
+            labels = {"source": "door", "reason": reason}
+            return registry.get_sample_value("moments_dropped_total", labels) or 0.0
+
+        for _ in range(50):
+            if dropped("door_mismatch") and dropped("bad_json"):
+                break
+            await asyncio.sleep(0.1)
+        assert (dropped("door_mismatch"), dropped("bad_json")) == (1.0, 1.0)
+        assert served.gateway.devices.doors.entered_today(served.gateway.clock.now()) == 7

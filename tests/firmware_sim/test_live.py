@@ -81,6 +81,15 @@ async def test_the_simulated_store_runs_against_a_gateway(
     assert metric(text, 'moments_sightings_total{kind="anonymous"}') > 0
     assert metric(text, 'moments_adverts_total{source="app"}') > 0
     assert metric(text, 'moments_decisions_total{kind="personal"}') > 0
+    # The simulated door counter and nodes speak the protocol: nothing of theirs is dropped.
+    mine = ('source="door"', 'reason="node_mismatch"', 'reason="too_many_nodes"')
+    assert not [
+        line
+        for line in text.splitlines()
+        if "moments_dropped_total{" in line
+        and any(m in line for m in mine)
+        and not line.endswith(" 0.0")
+    ]
 
 
 async def test_the_boxs_own_radio_hears_the_store_through_the_emulated_bluez(

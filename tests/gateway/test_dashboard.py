@@ -10,7 +10,16 @@ import pytest
 
 from firmware_sim.floorplan import gateway_config, load_scenario
 from gateway.config import Config, KioskConfig, ZoneConfig, load_config
-from gateway.dashboard import FULL_AT, NODE_ONLINE_S, STORE_NEWS, Reading, build
+from gateway.dashboard import (
+    ANONYMOUS_DEVICES,
+    DOORS,
+    FULL_AT,
+    NODE_ONLINE_S,
+    STORE_NEWS,
+    Reading,
+    build,
+    node_status,
+)
 from gateway.errors import ConfigError
 
 SQUARE = [(0.0, 0.0), (10.0, 0.0), (10.0, 8.0), (0.0, 8.0)]
@@ -67,7 +76,7 @@ def test_kiosks_show_the_offer_title_or_store_news() -> None:
     assert showing.kiosks[0].at == (15.0, 2.0)
 
 
-def test_nodes_are_online_when_heard_within_a_minute_else_offline_or_unknown() -> None:
+def test_nodes_are_online_when_heard_within_a_minute_else_silent_or_unknown() -> None:
     config = _config()
     unknown = build(config, Reading(now=1000.0))
     assert [(n.id, n.status) for n in unknown.nodes] == [
@@ -76,8 +85,40 @@ def test_nodes_are_online_when_heard_within_a_minute_else_offline_or_unknown() -
     ]
     heard = {"node-a": 1000.0 - NODE_ONLINE_S, "node-b": 1000.0 - NODE_ONLINE_S - 1}
     board = build(config, Reading(now=1000.0, node_last_heard=heard))
-    assert [n.status for n in board.nodes] == ["online", "offline"]
+    assert [n.status for n in board.nodes] == ["online", "silent"]  # no word from either
     assert board.nodes[0].at == (5.0, 4.0) and board.nodes[1].at is None
+
+
+@pytest.mark.parametrize(
+    ("said", "heard_ago", "status"),
+    [
+        ("offline", 1.0, "offline"),  # its will: offline, whatever was heard last
+        ("offline", None, "offline"),
+        ("online", 1.0, "online"),
+        ("online", NODE_ONLINE_S, "online"),
+        ("online", NODE_ONLINE_S + 1, "silent"),
+        ("online", None, "silent"),  # connected, never heard
+        (None, None, "unknown"),
+    ],
+)
+def test_node_status_rules(said: str | None, heard_ago: float | None, status: str) -> None:
+    reading = Reading(
+        now=1000.0,
+        node_last_heard={} if heard_ago is None else {"node-a": 1000.0 - heard_ago},
+        node_state={} if said is None else {"node-a": said},
+    )
+    assert node_status("node-a", reading) == status
+
+
+def test_a_gateway_that_keeps_no_last_heard_time_believes_the_node() -> None:
+    assert node_status("node-a", Reading(now=0.0, node_state={"node-a": "online"})) == "online"
+    assert node_status("node-a", Reading(now=0.0, node_state={"node-a": "offline"})) == "offline"
+
+
+def test_nodes_carry_the_wifi_signal_of_their_last_telemetry() -> None:
+    board = build(_config(), Reading(now=0.0, node_wifi_rssi={"node-a": -71, "node-b": None}))
+    assert [n.wifi_rssi for n in board.nodes] == [-71, None]
+    assert build(_config(), Reading(now=0.0)).nodes[0].wifi_rssi is None
 
 
 def test_help_keeps_only_what_staff_may_see_longest_waiting_first() -> None:
@@ -122,10 +163,23 @@ def test_figures_sum_the_counts_and_say_what_is_missing() -> None:
     )
     figures = build(_config(), reading).figures
     assert (figures.visitors, figures.shoppers_present) == (10, 2)
+    assert figures.visitors_source == ANONYMOUS_DEVICES and figures.hourly == []
+    assert "hourly series" in figures.missing
     assert (figures.offers_shown, figures.redemptions, figures.conversion) == (40, 4, 0.1)
     assert "conversion against the holdout" in figures.missing
     none = build(_config(), Reading(now=0.0)).figures
     assert none.conversion is None and "offers shown" in none.missing
+
+
+def test_door_counters_give_the_visitors_and_the_hourly_series_when_they_count() -> None:
+    reading = Reading(
+        now=0.0, anonymous={"entrance": 7, "coffee": 3}, door_entries=42, door_hourly=[0, 12, 30]
+    )
+    figures = build(_config(), reading).figures
+    assert (figures.visitors, figures.visitors_source, figures.hourly) == (42, DOORS, [0, 12, 30])
+    assert "hourly series" not in figures.missing
+    quiet = build(_config(), Reading(now=0.0, door_entries=0, door_hourly=[0])).figures
+    assert (quiet.visitors, quiet.visitors_source) == (0, DOORS)  # a counter at zero counts
 
 
 def test_equal_readings_give_equal_dashboards() -> None:

@@ -1,0 +1,199 @@
+"""Door counters: what a counter publishes, decoded and bounded, and the book of today's entries.
+
+Sans-I/O. ``parse_door_count(topic_door, payload, limits)`` takes the bytes of one MQTT message
+and returns a validated :class:`DoorCount` or raises :class:`DoorError` with a short, stable
+``reason`` (a metric label). :class:`DoorBook` folds counts into entries per door per local
+day. ``docs/PROTOCOL.md`` ("Door counters → gateway") is the contract.
+
+Payload (JSON, UTF-8), topic ``{prefix}/{store}/doors/{door}/count``::
+
+    {"v": 1, "door": "door-main", "t": 1795378600.5, "in": 412, "out": 398}
+
+``in`` and ``out`` are cumulative since the counter started. Anonymous by construction.
+
+The book
+    Per door it keeps the local day (``utc_offset_h``) of its latest count and, for that day,
+    segments: a segment starts with the first count of the day, or with a count smaller than
+    the one before (the counter restarted), and ends with the latest count before the next
+    restart. Entries today are the sum over segments of ``last.in - first.in`` (the same for
+    ``out``). What a counter saw between its last count of a day and its first of the next, or
+    between a restart and its first count after, is not known and not guessed.
+
+    Each rise of ``in`` is also added to the local hour the count arrived in, for a per-hour
+    series (``hourly``). Days and hours are the gateway's clock at arrival: a counter's clock
+    is not trusted for ordering, as for scanner nodes.
+
+Bounds
+    At most ``max_doors`` doors; a count from one more door is refused (``apply`` returns
+    False, the caller counts it as ``too_many_doors``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Final
+
+import msgspec
+
+from gateway.errors import PayloadError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "DoorBook",
+    "DoorCount",
+    "DoorError",
+    "DoorLimits",
+    "encode_door_count",
+    "parse_door_count",
+]
+
+PROTOCOL_VERSION: Final = 1
+DOOR_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A door id: one MQTT topic level, letters, digits and ``_.-``, 1 to 64 characters."""
+MAX_COUNT: Final = 2**53
+
+_DoorId = Annotated[str, msgspec.Meta(pattern=DOOR_PATTERN)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+
+
+class DoorError(PayloadError):
+    """A door counter's message was rejected. ``reason``: ``oversized_payload``, ``bad_json``
+    (not JSON, not UTF-8), ``bad_field`` (a missing field, a wrong type, a value out of
+    bounds; the detail names the path), ``unsupported_version``, ``door_mismatch`` (the
+    payload's door is not the topic's)."""
+
+
+class _CountIn(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    v: int
+    door: _DoorId
+    in_: _Count = msgspec.field(name="in")
+    out: _Count
+    t: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
+
+
+_decoder: Final = msgspec.json.Decoder(_CountIn)
+
+
+@dataclass(frozen=True, slots=True)
+class DoorLimits:
+    max_payload_bytes: int = 1_024
+
+
+@dataclass(frozen=True, slots=True)
+class DoorCount:
+    """One counter's cumulative counts since it started, and its own clock (or None)."""
+
+    door: str
+    entered: int
+    left: int
+    t: float | None = None
+
+
+def parse_door_count(topic_door: str, payload: bytes, limits: DoorLimits) -> DoorCount:
+    """Validate and decode one door-count message published under ``topic_door``."""
+    if len(payload) > limits.max_payload_bytes:
+        raise DoorError("oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    try:
+        raw = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise DoorError("bad_field", str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise DoorError("bad_json", str(exc)) from exc
+    if raw.v != PROTOCOL_VERSION:
+        raise DoorError("unsupported_version", f"v={raw.v}, this gateway speaks 1")
+    if raw.door != topic_door:
+        raise DoorError("door_mismatch", f"payload door does not match topic {topic_door}")
+    return DoorCount(raw.door, raw.in_, raw.out, raw.t)
+
+
+def encode_door_count(count: DoorCount) -> bytes:
+    """The reverse, for simulated counters and tests: one place owns the wire shape."""
+    return msgspec.json.encode(
+        _CountIn(v=PROTOCOL_VERSION, door=count.door, in_=count.entered, out=count.left, t=count.t)
+    )
+
+
+class _Door:
+    """One door's day: closed segments' totals, the open segment's first and latest count."""
+
+    __slots__ = ("day", "entered", "first", "hourly", "last", "left")
+
+    def __init__(self, day: dt.date, count: DoorCount) -> None:
+        self.day = day
+        self.entered = 0  # over closed segments
+        self.left = 0
+        self.first = count
+        self.last = count
+        self.hourly = [0] * 24
+
+    def entered_today(self) -> int:
+        return self.entered + self.last.entered - self.first.entered
+
+    def left_today(self) -> int:
+        return self.left + self.last.left - self.first.left
+
+
+class DoorBook:
+    """Entries and exits per door today, from cumulative counts (see the module notes).
+
+    One book belongs to one event loop; it is not thread-safe and needs no lock there."""
+
+    __slots__ = ("_doors", "_max_doors", "_offset")
+
+    def __init__(self, *, utc_offset_h: float = 0.0, max_doors: int = 64) -> None:
+        if max_doors < 1:
+            raise ValueError("max_doors must be at least 1")
+        self._offset = dt.timedelta(hours=utc_offset_h)
+        self._max_doors = max_doors
+        self._doors: dict[str, _Door] = {}
+
+    def _local(self, now: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(now, dt.UTC) + self._offset
+
+    def apply(self, count: DoorCount, now: float) -> bool:
+        """Fold ``count`` (arrived at ``now``) in; False when it is one door too many."""
+        local = self._local(now)
+        door = self._doors.get(count.door)
+        if door is None:
+            if len(self._doors) >= self._max_doors:
+                return False
+            self._doors[count.door] = _Door(local.date(), count)
+            return True
+        if door.day != local.date():  # the first count of a new day starts the day afresh
+            self._doors[count.door] = _Door(local.date(), count)
+            return True
+        last = door.last
+        if count.entered < last.entered or count.left < last.left:  # the counter restarted
+            door.entered, door.left = door.entered_today(), door.left_today()
+            door.first = count
+        else:
+            door.hourly[local.hour] += count.entered - last.entered
+        door.last = count
+        return True
+
+    def entered_today(self, now: float) -> int | None:
+        """Entries today over every door; None when no door has counted today."""
+        today = self._today(now)
+        return sum(d.entered_today() for d in today) if today else None
+
+    def left_today(self, now: float) -> int | None:
+        """Exits today over every door; None when no door has counted today."""
+        today = self._today(now)
+        return sum(d.left_today() for d in today) if today else None
+
+    def hourly(self, now: float) -> list[int]:
+        """Entries per local hour today, from midnight to the current hour; empty when no
+        door has counted today."""
+        today = self._today(now)
+        if not today:
+            return []
+        hours = self._local(now).hour + 1
+        return [sum(d.hourly[h] for d in today) for h in range(hours)]
+
+    def doors(self) -> list[str]:
+        return sorted(self._doors)
+
+    def _today(self, now: float) -> list[_Door]:
+        day = self._local(now).date()
+        return [d for d in self._doors.values() if d.day == day]

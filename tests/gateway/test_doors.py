@@ -1,0 +1,108 @@
+"""Door counters: decoding and its drop reasons, and entries today across a counter restart
+and across local midnight."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.doors import (
+    DoorBook,
+    DoorCount,
+    DoorError,
+    DoorLimits,
+    encode_door_count,
+    parse_door_count,
+)
+
+LIMITS = DoorLimits()
+# 2026-11-20 00:00 UTC, a Friday: local midnight when utc_offset_h = 0.
+MIDNIGHT = dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp()
+
+
+def test_a_good_count_decodes() -> None:
+    payload = b'{"v": 1, "door": "door-main", "t": 1795378600.5, "in": 412, "out": 398, "x": 1}'
+    count = parse_door_count("door-main", payload, LIMITS)
+    assert count == DoorCount("door-main", 412, 398, 1795378600.5)
+    assert parse_door_count("door-main", encode_door_count(count), LIMITS) == count
+    bare = parse_door_count("d", b'{"v": 1, "door": "d", "in": 0, "out": 0}', LIMITS)
+    assert bare.t is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{" + b" " * 2000 + b"}", "oversized_payload"),
+        (b"not json", "bad_json"),
+        (b'{"v": 1, "door": "d", "in": 1, "out": 1', "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        (b'{"v": 1, "door": "d", "out": 1}', "bad_field"),
+        (b'{"v": 1, "door": "d", "in": -1, "out": 1}', "bad_field"),
+        (b'{"v": 1, "door": "d", "in": 1.5, "out": 1}', "bad_field"),
+        (b'{"v": 1, "door": "d", "in": 1, "out": "1"}', "bad_field"),
+        (b'{"v": 1, "door": "d", "in": 1, "out": 1, "t": -5}', "bad_field"),
+        (b'{"v": 1, "door": "d/x", "in": 1, "out": 1}', "bad_field"),
+        (b"[]", "bad_field"),
+        (b'{"v": 2, "door": "d", "in": 1, "out": 1}', "unsupported_version"),
+        (b'{"v": 1, "door": "other", "in": 1, "out": 1}', "door_mismatch"),
+    ],
+)
+def test_each_drop_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(DoorError) as refused:
+        parse_door_count("d", payload, LIMITS)
+    assert refused.value.reason == reason
+
+
+def _count(entered: int, left: int = 0, door: str = "door-main") -> DoorCount:
+    return DoorCount(door, entered, left)
+
+
+def test_entries_today_are_the_latest_minus_the_first_count_of_the_day() -> None:
+    book = DoorBook()
+    assert book.entered_today(MIDNIGHT + 3600) is None and book.hourly(MIDNIGHT + 3600) == []
+    book.apply(_count(400, 390), MIDNIGHT + 8 * 3600)
+    book.apply(_count(410, 395), MIDNIGHT + 8 * 3600 + 10)
+    book.apply(_count(430, 400), MIDNIGHT + 9 * 3600 + 5)
+    now = MIDNIGHT + 9 * 3600 + 30
+    assert book.entered_today(now) == 30 and book.left_today(now) == 10
+    hourly = book.hourly(now)
+    assert len(hourly) == 10 and hourly[8] == 10 and hourly[9] == 20 and sum(hourly) == 30
+    book.apply(_count(5, 2, door="door-back"), now)
+    book.apply(_count(9, 2, door="door-back"), now + 1)
+    assert book.entered_today(now + 1) == 34 and book.doors() == ["door-back", "door-main"]
+
+
+def test_a_counter_restart_starts_a_new_segment_and_segments_add_up() -> None:
+    book = DoorBook()
+    t = MIDNIGHT + 10 * 3600
+    for i, entered in enumerate([100, 120, 3, 10, 0, 4]):  # restarts after 120 and after 10
+        book.apply(_count(entered), t + i)
+    assert book.entered_today(t + 10) == 20 + 7 + 4
+    assert sum(book.hourly(t + 10)) == 31
+    book.apply(_count(4, 0), t + 11)  # the same count again changes nothing
+    assert book.entered_today(t + 11) == 31
+
+
+def test_local_midnight_starts_the_day_afresh() -> None:
+    book = DoorBook(utc_offset_h=2.0)  # local midnight is 22:00 UTC the day before
+    local_midnight = MIDNIGHT - 2 * 3600
+    book.apply(_count(100), local_midnight - 20)
+    book.apply(_count(150), local_midnight - 10)
+    assert book.entered_today(local_midnight - 1) == 50
+    assert book.entered_today(local_midnight + 1) is None  # yesterday's counts are not today's
+    assert book.hourly(local_midnight + 1) == []
+    book.apply(_count(155), local_midnight + 5)
+    assert book.entered_today(local_midnight + 6) == 0
+    book.apply(_count(170), local_midnight + 15)
+    assert book.entered_today(local_midnight + 16) == 15
+    assert book.hourly(local_midnight + 16) == [15]
+
+
+def test_the_book_is_bounded() -> None:
+    book = DoorBook(max_doors=1)
+    assert book.apply(_count(1, door="a"), MIDNIGHT)
+    assert not book.apply(_count(1, door="b"), MIDNIGHT)
+    assert book.apply(_count(2, door="a"), MIDNIGHT + 1)
+    with pytest.raises(ValueError, match="max_doors"):
+        DoorBook(max_doors=0)

@@ -36,7 +36,7 @@ from beacons.backoff import Backoff
 from firmware_sim.bluez import FakeBlueZ
 from firmware_sim.floorplan import Scenario
 from firmware_sim.http_client import HttpClient, HttpError
-from firmware_sim.runner import seed_store
+from firmware_sim.seeding import seed_records
 from firmware_sim.world import (
     AppSightings,
     DoorCount,
@@ -53,8 +53,6 @@ from gateway.config import Config
 from gateway.errors import LinkDownError
 from gateway.mqtt import MqttLink, Will
 from gateway.nodes import encode_batch
-from gateway.store import Database, Writer
-from gateway.tokens import Tokens, generation, secret_op
 
 __all__ = ["LiveReport", "run_live"]
 
@@ -219,25 +217,9 @@ def _default_base_url(config: Config) -> str:
 
 async def _seed(config: Config, world: World) -> dict[str, str]:
     """Write what HQ holds about the app users; issue each a token from the store's secret."""
-    await seed_store(config, world.records())
-    now = time.time()
     ids = [s.shopper_id for s in world.shoppers if s.has_app]
-    db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
-    db.open()
-    writer = Writer(db)
-    writer.start()
-    try:
-        secret = await writer.write(secret_op(db))
-        generations = [generation(db, "shopper", shopper) for shopper in ids]
-    finally:
-        await writer.aclose()
-        db.close()
-    issuer = Tokens(secret)
     ttl_s = world.scenario.duration_s / world.time_factor + _TOKEN_SLACK_S
-    return {
-        shopper: issuer.issue("shopper", shopper, now=now, ttl_s=ttl_s, generation=g)[0]
-        for shopper, g in zip(ids, generations, strict=True)
-    }
+    return await seed_records(config, world.records(), token_for=ids, ttl_s=ttl_s)
 
 
 class _Drive:

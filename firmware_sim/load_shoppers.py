@@ -3,7 +3,7 @@ store, with their tokens.
 
 ``/v1/register`` is limited to ``api.register_per_min`` (10) per client, far too few for 50
 shoppers in a benchmark, so the shoppers are written into the gateway's store the way
-``firmware_sim.runner.seed_store`` writes the demo (profile, consent with ``presence`` and
+``firmware_sim.seeding.seed_records`` writes the demo (profile, consent with ``presence`` and
 ``personalization``, an iBeacon identity; LMDB lets a running gateway see them, and the
 identity write moves the generation so its resolvers reload), and their tokens are issued from
 the store's secret exactly as ``moments token issue`` does. The records keep fixed ids
@@ -19,19 +19,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from firmware_sim.adverts import ibeacon
+from firmware_sim.seeding import seed_records
 from gateway.config import Config
 from gateway.store import (
     ConsentRecord,
-    Database,
     IdentityRecord,
     ProfileRecord,
     Purpose,
     PurposeState,
     Record,
-    Writer,
 )
 from gateway.store.hlc import from_ms
-from gateway.tokens import Tokens, generation, secret_op
 
 __all__ = [
     "LOAD_MAJOR",
@@ -101,26 +99,14 @@ async def set_up_shoppers(
     ``ttl_s``) from its secret."""
     if count == 0:
         return []
-    now = time.time()
     ids = [load_shopper_id(n) for n in range(1, count + 1)]
-    db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
-    db.open()
-    writer = Writer(db)
-    writer.start()
-    try:
-        await writer.write(db.put_op(shopper_records(count, now, config.api.notice_version)))
-        secret = await writer.write(secret_op(db))
-        generations = [generation(db, "shopper", shopper) for shopper in ids]
-    finally:
-        await writer.aclose()
-        db.close()
-    tokens = Tokens(secret)
-    shoppers = []
-    for number, (shopper, current) in enumerate(zip(ids, generations, strict=True), start=1):
-        token, _claims = tokens.issue("shopper", shopper, now=now, ttl_s=ttl_s, generation=current)
-        payload = ibeacon(LOAD_UUID, LOAD_MAJOR, number)
-        shoppers.append(LoadShopper(shopper, token, payload, random_address(rng)))
-    return shoppers
+    records = shopper_records(count, time.time(), config.api.notice_version)
+    tokens = await seed_records(config, records, token_for=ids, ttl_s=ttl_s)
+    return [
+        LoadShopper(shopper, tokens[shopper], ibeacon(LOAD_UUID, LOAD_MAJOR, number),
+                    random_address(rng))
+        for number, shopper in enumerate(ids, start=1)
+    ]  # fmt: skip
 
 
 def random_address(rng: random.Random) -> str:

@@ -10,13 +10,13 @@ import time
 from beacons.backoff import Backoff
 from firmware_sim.radio import Radio
 from firmware_sim.scenario import DEVICES, NODES, ROUND_S, demo_records, position
+from firmware_sim.seeding import seed_records
 from gateway.config import Config
 from gateway.errors import LinkDownError
 from gateway.mqtt import MqttLink
 from gateway.nodes import Advert, encode_batch
-from gateway.store import Database, Record, Writer
 
-__all__ = ["ScriptedStore", "run_demo_store", "seed_store"]
+__all__ = ["ScriptedStore", "run_demo_store"]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,6 @@ class ScriptedStore:
         return out
 
 
-async def seed_store(config: Config, records: list[Record]) -> None:
-    """Write records into the gateway's store (another process may have it open: LMDB allows it)."""
-    db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
-    db.open()
-    writer = Writer(db)
-    writer.start()
-    try:
-        await writer.write(db.put_op(records))
-    finally:
-        await writer.aclose()
-        db.close()
-    log.info("seeded %d demo records into %s", len(records), db.path)
-
-
 async def run_demo_store(
     config: Config, *, speed: float = 1.0, rounds: int = 0, seed: int = 7, seed_store: bool = True
 ) -> None:
@@ -97,7 +83,7 @@ async def run_demo_store(
 
 
 async def _seed(config: Config) -> None:
-    await seed_store(config, demo_records(time.time()))
+    await seed_records(config, demo_records(time.time()))
 
 
 async def _walk(link: MqttLink, store: ScriptedStore, *, speed: float, rounds: int) -> None:

@@ -51,12 +51,18 @@ class AnonymousCounter:
 
 
 class RecentCounter:
-    """Distinct devices per zone heard in the last ``window_s`` (default 2 minutes): how full a
-    zone is now. Same keyed hashing as :class:`AnonymousCounter`, with a key replaced every
-    ``key_period_s`` (an hour); at each replacement the counts start again, since no digest made
-    under the old key can be matched any more. Memory holds only the devices of the window."""
+    """How full each zone is now: distinct devices heard in the last ``window_s`` (two minutes),
+    each counted once, in the zone whose scanner heard it loudest lately (a phone is heard by
+    the scanners of several zones; it stands in one). Same keyed hashing as
+    :class:`AnonymousCounter`, with a key replaced every ``key_period_s`` (an hour); at each
+    replacement the counts start again, since no digest made under the old key can be matched
+    any more. Memory holds only the devices of the window."""
 
-    __slots__ = ("_entropy", "_keyed", "_last", "_period", "_period_s", "_window_s")
+    __slots__ = ("_entropy", "_keyed", "_period", "_period_s", "_where", "_window_s")
+
+    # A louder reading elsewhere moves a device at once; a reading older than this no longer
+    # holds it where it was (the phone has walked on).
+    HOLD_S = 10.0
 
     def __init__(
         self,
@@ -69,23 +75,30 @@ class RecentCounter:
         self._entropy = entropy
         self._keyed = hashlib.blake2b(digest_size=8)
         self._period = -1
-        self._last: dict[str, dict[bytes, float]] = {}
+        # digest -> (zone, loudest recent RSSI there, when last heard)
+        self._where: dict[bytes, tuple[str, float, float]] = {}
 
-    def observe(self, zone: str, device: bytes, now: float) -> None:
+    def observe(self, zone: str, device: bytes, now: float, rssi: float = 0.0) -> None:
         self._rotate(now)
         hasher = self._keyed.copy()
         hasher.update(device)
-        self._last.setdefault(zone, {})[hasher.digest()] = now
+        digest = hasher.digest()
+        held = self._where.get(digest)
+        if held is None or held[0] == zone or rssi > held[1] or now - held[2] > self.HOLD_S:
+            self._where[digest] = (zone, rssi, now)
+        else:
+            self._where[digest] = (held[0], held[1], max(held[2], now))
 
     def counts(self, now: float) -> dict[str, int]:
         """Devices per zone heard within the window; forgets the older ones."""
         self._rotate(now)
         horizon = now - self._window_s
         out: dict[str, int] = {}
-        for zone, seen in self._last.items():
-            for digest in [d for d, t in seen.items() if t < horizon]:
-                del seen[digest]
-            out[zone] = len(seen)
+        for digest, (zone, _rssi, t) in list(self._where.items()):
+            if t < horizon:
+                del self._where[digest]
+            else:
+                out[zone] = out.get(zone, 0) + 1
         return out
 
     def _rotate(self, now: float) -> None:
@@ -93,4 +106,4 @@ class RecentCounter:
         if period != self._period:
             self._period = period
             self._keyed = hashlib.blake2b(key=self._entropy(32), digest_size=8)
-            self._last = {}
+            self._where = {}

@@ -244,7 +244,7 @@ class Sensing:
             return _DROPPED
         if shopper is None:
             self._anonymous.observe(zone, device, t)
-            self._recent.observe(zone, device, t)
+            self._recent.observe(zone, device, t, rssi)
             return _ANONYMOUS
         self._emit(
             self._presence.observe(

@@ -58,7 +58,7 @@ class RecentCounter:
     replacement the counts start again, since no digest made under the old key can be matched
     any more. Memory holds only the devices of the window."""
 
-    __slots__ = ("_entropy", "_keyed", "_period", "_period_s", "_where", "_window_s")
+    __slots__ = ("_entropy", "_keyed", "_period", "_period_s", "_pruned", "_where", "_window_s")
 
     # A louder reading elsewhere moves a device at once; a reading older than this no longer
     # holds it where it was (the phone has walked on).
@@ -77,6 +77,7 @@ class RecentCounter:
         self._period = -1
         # digest -> (zone, loudest recent RSSI there, when last heard)
         self._where: dict[bytes, tuple[str, float, float]] = {}
+        self._pruned = 0.0
 
     def observe(self, zone: str, device: bytes, now: float, rssi: float = 0.0) -> None:
         self._rotate(now)
@@ -88,10 +89,13 @@ class RecentCounter:
             self._where[digest] = (zone, rssi, now)
         else:
             self._where[digest] = (held[0], held[1], max(held[2], now))
+        if now - self._pruned >= self._window_s:  # bounded whether or not anyone asks
+            self.counts(now)
 
     def counts(self, now: float) -> dict[str, int]:
         """Devices per zone heard within the window; forgets the older ones."""
         self._rotate(now)
+        self._pruned = now
         horizon = now - self._window_s
         out: dict[str, int] = {}
         for digest, (zone, _rssi, t) in list(self._where.items()):
@@ -103,7 +107,7 @@ class RecentCounter:
 
     def _rotate(self, now: float) -> None:
         period = int(now // self._period_s)
-        if period != self._period:
+        if period > self._period:  # a late reading from the previous hour does not rotate back
             self._period = period
             self._keyed = hashlib.blake2b(key=self._entropy(32), digest_size=8)
             self._where = {}

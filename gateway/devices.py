@@ -75,7 +75,11 @@ class Devices:
         tell_hq: bool,
         window_s: float = REDEMPTION_WINDOW_S,
         utc_offset_h: float = 0.0,
+        nodes: frozenset[str] | None = None,
     ) -> None:
+        # The scanner nodes of the configuration: reports from any other id are dropped
+        # (None: any id, for tests and tools without zones).
+        self._known_nodes = nodes
         self._window_s = window_s
         self._base = f"{prefix}/{store_id}/"
         self._store = store_id
@@ -143,6 +147,9 @@ class Devices:
             self._drop("door", "too_many_doors", "the door book is full", door=door)
 
     def _take_node_report(self, node: str, kind: str, payload: bytes) -> None:
+        if self._known_nodes is not None and node not in self._known_nodes:
+            self._drop("node", "unknown_node", "report from a node in no zone", node=node)
+            return
         try:
             if kind == "status":
                 kept = self.nodes.apply_status(parse_status(node, payload, self._node_limits))

@@ -112,7 +112,15 @@ def check_config(path: Path | None) -> tuple[Check, Config | None]:
 async def check_bluez(adapter: str, *, timeout_s: float = TIMEOUT_S) -> Check:
     """Ask ``org.bluez`` on the system bus (``DBUS_SYSTEM_BUS_ADDRESS`` when set) for its
     objects and look for ``adapter`` among the ``Adapter1`` objects."""
-    bus = MessageBus(bus_type=BusType.SYSTEM)
+    try:
+        bus = MessageBus(bus_type=BusType.SYSTEM)
+    except Exception as exc:  # noqa: BLE001 - a malformed DBUS_SYSTEM_BUS_ADDRESS, say
+        return Check(
+            "bluez",
+            "warn",
+            f"the system D-Bus address is not usable: {exc}",
+            "unset DBUS_SYSTEM_BUS_ADDRESS, or point it at the system bus",
+        )
     try:
         async with asyncio.timeout(timeout_s):
             await bus.connect()
@@ -429,12 +437,24 @@ def check_store(path: Path, *, map_size: int) -> Check:
         )
     finally:
         env.close()
-    if version is None or int(version) > CURRENT_VERSION:
+    try:
+        schema = int(version) if version is not None else None
+    except ValueError:
+        schema = None
+    if schema is None or schema > CURRENT_VERSION:
         return Check(
             "store",
             "fail",
             f"{path} has schema {version!r}; this gateway reads up to {CURRENT_VERSION}",
-            "upgrade the gateway",
+            "upgrade the gateway, or restore a backup this version wrote (`moments store restore`)",
+        )
+    if schema < CURRENT_VERSION:
+        return Check(
+            "store",
+            "fail",
+            f"{path} has schema {schema}, older than this gateway's {CURRENT_VERSION}: the "
+            "gateway will not start on it",
+            "stop the gateway and run `moments store migrate` (it takes a backup first)",
         )
     used = (info["last_pgno"] + 1) * stat["psize"]
     # The gateway opens the map at the configured size, or the file's when that is larger.
@@ -442,7 +462,7 @@ def check_store(path: Path, *, map_size: int) -> Check:
     share = used / size
     detail = (
         f"{_size(used)} used of a {_size(size)} map ({share:.0%}), "
-        f"{info['num_readers']} readers, schema {int(version)}"
+        f"{info['num_readers']} readers, schema {schema}"
     )
     grow = "raise store.map_size_mb (and check the disk has room) before the store fills"
     if share >= MAP_FAIL_SHARE:

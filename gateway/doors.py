@@ -157,6 +157,11 @@ class DoorBook:
         door = self._doors.get(count.door)
         if door is None:
             if len(self._doors) >= self._max_doors:
+                # Doors that have not counted today make room (a door id invented once on the
+                # broker must not lock the real doors out for good).
+                for stale in [k for k, d in self._doors.items() if d.day != local.date()]:
+                    del self._doors[stale]
+            if len(self._doors) >= self._max_doors:
                 return False
             self._doors[count.door] = _Door(local.date(), count)
             return True

@@ -129,7 +129,7 @@ _ack_decoder: Final = msgspec.json.Decoder(_Ack)
 def parse_ack(staff_id: str, payload: bytes) -> str:
     """The alert id a staff device acknowledges on ``…/staff/acks/{staff_id}``
     (``{"v": 1, "alert_id": "…"}``; unknown fields are ignored)."""
-    if not _STAFF_ID.match(staff_id):
+    if not _STAFF_ID.fullmatch(staff_id):
         raise AckError("bad_staff_id", staff_id[:64])
     if len(payload) > MAX_ACK_BYTES:
         raise AckError("oversized_payload", f"{len(payload)} bytes")

@@ -121,6 +121,7 @@ class Gateway:
             tell_hq=config.hq.enabled,
             window_s=config.engine.attribution_days * 86_400.0,
             utc_offset_h=config.api.utc_offset_h,
+            nodes=frozenset(config.zone_of_node()),
         )
         self.moments.stock = self.devices.stock.in_stock
         self.devices.on_signal.append(self._on_signal)
@@ -376,7 +377,10 @@ class Gateway:
             await asyncio.sleep(1.0)
             self.sensing.tick()
             self._load_templates()
-            self.shoppers.recheck(self.clock.now())
+            try:
+                self.shoppers.recheck(self.clock.now())
+            except StoreError as exc:  # a failed read this second: the next tick tries again
+                self._warn.warning("recheck_failed", "consent recheck failed", error=str(exc))
             self._publish_help()
             # Re-decides every screen once a second: offers that start or end, consents that
             # change while a shopper stands there; unchanged views are not re-sent.

@@ -189,7 +189,10 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 when the gateway can take traffic, 503 otherwise (``gateway.readiness``)."""
-    answer = readiness(_gateway(request).health()["components"])
+    gateway = _gateway(request)
+    answer = readiness(gateway.health()["components"])
+    if gateway.stopping.is_set():  # shutting down: take no new traffic
+        answer = {**answer, "ready": False, "reasons": [*answer["reasons"], "stopping"]}
     return JSONResponse(
         answer, status_code=200 if answer["ready"] else 503, headers={"Cache-Control": "no-store"}
     )

@@ -40,6 +40,7 @@ __all__ = ["STAFF_COOKIE", "read_gateway", "staff_routes"]
 STAFF_COOKIE: Final = "moments_staff"
 POLL_S: Final = 1.0
 KEEPALIVE_S: Final = 15.0
+RECHECK_S: Final = 10.0  # how often a stream checks its token again (revoked, expired)
 _json = msgspec.json.Encoder()
 
 
@@ -53,10 +54,10 @@ def _token(request: Request) -> tuple[str, str]:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip(), "header"
-    cookie = request.cookies.get(STAFF_COOKIE, "")
-    if cookie:
-        return cookie, "cookie"
-    return request.query_params.get("token", ""), "query"
+    query = request.query_params.get("token", "")
+    if query:  # a new token given on purpose beats the one kept in the cookie
+        return query, "query"
+    return request.cookies.get(STAFF_COOKIE, ""), "cookie"
 
 
 def _claims(request: Request, gateway: Gateway) -> Claims:
@@ -77,7 +78,9 @@ def _refused_page(exc: AuthError) -> Response:
         "<code>/staff?token=...</code> once with a token from "
         "<code>moments token issue --role staff</code>.</p></html>"
     )
-    return HTMLResponse(html, status_code=exc.status, headers={"Cache-Control": "no-store"})
+    response = HTMLResponse(html, status_code=exc.status, headers={"Cache-Control": "no-store"})
+    response.delete_cookie(STAFF_COOKIE, path="/staff")  # a refused token is not kept
+    return response
 
 
 async def staff_page(request: Request) -> Response:
@@ -114,7 +117,15 @@ async def staff_stream(request: Request) -> Response:
         yield b"retry: 2000\n\n"
         last = b""
         quiet = 0.0
+        checked = 0.0
         while not gateway.stopping.is_set():
+            checked += POLL_S
+            if checked >= RECHECK_S:  # a revoked or expired token ends the stream
+                checked = 0.0
+                try:
+                    _claims(request, gateway)
+                except AuthError:
+                    return
             data = _json.encode(build(gateway.config, read_gateway(gateway)))
             if data != last:
                 last, quiet = data, 0.0

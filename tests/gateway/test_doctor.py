@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import lmdb
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -378,3 +379,24 @@ def test_doctor_command_with_a_dead_broker(tmp_path: Path) -> None:
     ]
     table = moments("doctor", "-c", str(config), cwd=tmp_path, env=clean_env())
     assert table.returncode == 1 and "fix:" in table.stdout and "FAILED" in table.stdout
+
+
+def test_store_older_than_the_gateway_fails_with_migrate_as_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with opened(path):
+        pass
+
+    def set_version(value: bytes) -> None:
+        env = lmdb.open(str(path), max_dbs=64, subdir=True)
+        try:
+            meta = env.open_db(b"meta", create=False)
+            with env.begin(write=True, db=meta) as txn:
+                txn.put(b"schema_version", value)
+        finally:
+            env.close()
+
+    set_version(b"0")
+    check = check_store(path, map_size=1 << 24)
+    assert check.status == "fail" and "moments store migrate" in check.fix
+    set_version(b"garbage")
+    assert check_store(path, map_size=1 << 24).status == "fail"  # no crash on a bad value

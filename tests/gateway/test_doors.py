@@ -106,3 +106,10 @@ def test_the_book_is_bounded() -> None:
     assert book.apply(_count(2, door="a"), MIDNIGHT + 1)
     with pytest.raises(ValueError, match="max_doors"):
         DoorBook(max_doors=0)
+
+
+def test_doors_that_have_not_counted_today_make_room() -> None:
+    book = DoorBook(max_doors=1)
+    assert book.apply(_count(1, door="invented"), MIDNIGHT - 3600)  # yesterday, local time
+    assert book.apply(_count(5, door="door-main"), MIDNIGHT + 60)  # today: the stale one goes
+    assert book.entered_today(MIDNIGHT + 60) == 0

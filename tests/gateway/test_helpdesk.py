@@ -222,3 +222,9 @@ def test_parse_ack_refuses_what_is_malformed(staff_id: str, payload: bytes, reas
     with pytest.raises(AckError) as refused:
         parse_ack(staff_id, payload)
     assert refused.value.reason == reason
+
+
+def test_a_staff_id_with_a_line_break_is_refused() -> None:
+    with pytest.raises(AckError) as info:
+        parse_ack("bob\n", b'{"v":1,"alert_id":"3f9a1c07b2de"}')
+    assert info.value.reason == "bad_staff_id"

@@ -144,6 +144,10 @@ class Sensing:
     def zone_of(self, shopper_id: str) -> str | None:
         return self._presence.zone_of(shopper_id)
 
+    def anonymous_today(self, now: float) -> dict[str, int]:
+        """Distinct anonymous devices per zone in the current counting period (a day)."""
+        return self._anonymous.counts(now)
+
     def occupancy(self, now: float) -> dict[str, int]:
         """Anonymous devices per zone heard in the last two minutes (how full it is now)."""
         return self._recent.counts(now)

@@ -15,7 +15,6 @@ nothing did for a while.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator
 from html import escape
 from typing import TYPE_CHECKING, Final
@@ -25,11 +24,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.consents import counter
 from gateway.dashboard import Reading, build
-from gateway.errors import AuthError, StoreError
+from gateway.errors import AuthError
 from gateway.http.api import error_response
-from gateway.moments import STORE_COUNTER
 from gateway.tokens import Claims, check_not_revoked
 
 if TYPE_CHECKING:
@@ -146,10 +143,6 @@ async def staff_stream(request: Request) -> Response:
 def read_gateway(gateway: Gateway) -> Reading:
     """The dashboard's reading of the gateway now: counts per zone, no shopper ids kept."""
     now = gateway.clock.now()
-    anonymous: dict[str, int] = {}
-    for family in gateway.metrics.anonymous_devices.collect():
-        for sample in family.samples:
-            anonymous[sample.labels["zone"]] = int(sample.value)
     present: dict[str, int] = {}
     for shopper in gateway.sensing.shoppers():
         zone = gateway.sensing.zone_of(shopper)
@@ -164,19 +157,9 @@ def read_gateway(gateway: Gateway) -> Reading:
     fleet = gateway.sensing.fleet.status(now)["beacons"]
     assert isinstance(fleet, dict)
     beacons = {b: str(state["condition"]) for b, state in fleet.items()}
-    shown: int | None = 0
-    redeemed = 0
-    local = dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(
-        hours=gateway.config.api.utc_offset_h
-    )
-    day = f"day:{local.date().isoformat()}"  # the window ``gateway.moments`` counts in
-    for offer in offers:
-        redeemed += gateway.moments.picked_today(offer.offer_id, now)
-        if shown is not None:
-            try:
-                shown += counter(gateway.db, STORE_COUNTER, f"shown:{offer.offer_id}", day)
-            except StoreError:
-                shown = None
+    # Kept up to date in memory by the moments (read from LMDB once per offer and day).
+    shown = sum(gateway.moments.shown_today(o.offer_id, now) for o in offers)
+    redeemed = sum(gateway.moments.picked_today(o.offer_id, now) for o in offers)
     devices = gateway.devices
     heard = dict(gateway.sensing.node_heard)
     wifi: dict[str, int | None] = {}
@@ -186,7 +169,7 @@ def read_gateway(gateway: Gateway) -> Reading:
         wifi[node] = telemetry.wifi_rssi
     return Reading(
         now=now,
-        anonymous=anonymous,
+        anonymous=gateway.sensing.anonymous_today(now),
         occupancy=gateway.sensing.occupancy(now),
         present=present,
         showing=showing,

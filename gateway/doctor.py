@@ -27,6 +27,8 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -181,6 +183,21 @@ def _first(body: Sequence[Any]) -> str:
 # ----- the store broker -----
 
 
+def _resolve(host: str, port: int, timeout_s: float) -> str:
+    """``host``'s first address, the name lookup bounded by ``timeout_s`` (a resolver that
+    hangs would otherwise stall the check far beyond its limit); OSError when it fails."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="doctor-resolve")
+    try:
+        found = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = found.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise OSError(f"looking up {host} took longer than {timeout_s:g} s") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a stuck lookup is left behind
+    return str(infos[0][4][0])
+
+
 def check_broker(
     host: str,
     port: int,
@@ -205,7 +222,7 @@ def check_broker(
     answers: list[ReasonCode] = []
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(reason)
     try:
-        client.connect(host, port, keepalive=max(5, int(timeout_s * 2)))
+        client.connect(_resolve(host, port, timeout_s), port, keepalive=max(5, int(timeout_s * 2)))
     except (OSError, ValueError) as exc:
         return Check(
             name,
@@ -266,7 +283,8 @@ def check_hq_link(hq: HqConfig, *, timeout_s: float = TIMEOUT_S) -> Check:
                 "the key matching the certificate",
             )
     try:
-        with socket.create_connection((hq.host, hq.port), timeout=timeout_s) as sock:
+        address = _resolve(hq.host, hq.port, timeout_s)
+        with socket.create_connection((address, hq.port), timeout=timeout_s) as sock:
             if context is None:
                 return Check(
                     "hq",

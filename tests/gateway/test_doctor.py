@@ -400,3 +400,18 @@ def test_store_older_than_the_gateway_fails_with_migrate_as_the_fix(tmp_path: Pa
     assert check.status == "fail" and "moments store migrate" in check.fix
     set_version(b"garbage")
     assert check_store(path, map_size=1 << 24).status == "fail"  # no crash on a bad value
+
+
+def test_a_name_lookup_that_hangs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def hanging(*_args: object, **_kwargs: object) -> object:
+        release.wait(10)
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        check = check_broker("broker.example", 1883, timeout_s=0.3)
+    finally:
+        release.set()
+    assert check.status == "fail" and "took longer than 0.3 s" in check.detail

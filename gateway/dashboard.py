@@ -22,8 +22,16 @@ What is shown
     help        shoppers waiting for staff, longest waiting first
     figures     today's counts; visitors are the door counters' entries today when any door
                 counter has counted today, else the anonymous devices counted in the zones
-                (``visitors_source`` says which), with entries per hour for a sparkline;
-                ``missing`` names the figures this gateway cannot give
+                (``visitors_source`` says which); opted-in shoppers recognised today, offers
+                shown, redemptions (``gateway.today``); conversion against the holdout:
+                redemptions attributed to a showing per offer shown, beside redemptions
+                attributed to a hold-out per offer held out, today, pooled over offers, with
+                the relative lift and a warning when the counts are too small to say much
+                (``gateway.lift``; an arm's redemptions are capped at its exposures, as the
+                lift report caps them, since a redemption may follow a showing of an earlier
+                day); ``hourly`` holds a per-hour series (local midnight to now) for each
+                figure that has one, for the sparklines; ``missing`` names the figures this
+                gateway cannot give
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from typing import Any, Final
 import msgspec
 
 from gateway.config import Config, Point
+from gateway.lift import Arm, lift
+from gateway.today import DayFigures
 
 __all__ = [
     "ANONYMOUS_DEVICES",
@@ -46,6 +56,7 @@ __all__ = [
     "Dashboard",
     "Figures",
     "HelpView",
+    "Holdout",
     "KioskTile",
     "NodeView",
     "Reading",
@@ -77,8 +88,8 @@ class Reading:
     door_hourly: Sequence[int] = ()  # entries per local hour today, midnight first
     beacons: Mapping[str, str] = field(default_factory=dict)  # beacon: condition
     help: Sequence[Mapping[str, Any]] = ()  # HelpDesk's staff view of each alert
-    offers_shown: int | None = None  # today, store-wide
-    redemptions: int | None = None  # today, store-wide
+    today: DayFigures | None = None  # today's tallies; None: not readable now
+    hour: int = 23  # the local hour of ``now`` (the hourly series end there)
 
 
 class ZoneView(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,14 +133,29 @@ class HelpView(msgspec.Struct, frozen=True, kw_only=True):
     acknowledged_by: str | None
 
 
+class Holdout(msgspec.Struct, frozen=True, kw_only=True):
+    """Today's conversion against the holdout, pooled over the offers."""
+
+    shown: int  # the treatment's exposures
+    redeemed_shown: int  # redemptions attributed to a showing (capped at ``shown``)
+    held_out: int  # the control's exposures
+    redeemed_held_out: int  # redemptions attributed to a hold-out (capped at ``held_out``)
+    treated_rate: float | None  # redeemed_shown / shown
+    holdout_rate: float | None  # redeemed_held_out / held_out
+    lift: float | None  # (treated - holdout) / holdout; None when undefined
+    warning: str | None  # the counts are too small to say much
+
+
 class Figures(msgspec.Struct, frozen=True, kw_only=True):
     visitors: int  # door entries today, or anonymous devices today over zones
     visitors_source: str  # "doors" or "anonymous devices"
     shoppers_present: int  # opted-in shoppers in a zone now
+    recognised: int | None  # opted-in shoppers recognised today
     offers_shown: int | None
-    redemptions: int | None
+    redemptions: int | None  # every redemption today, attributed or not
     conversion: float | None  # redemptions per offer shown, today
-    hourly: list[int]  # per-hour series for a sparkline; empty when not available
+    holdout: Holdout | None
+    hourly: dict[str, list[int]]  # figure: per-hour series today (visitors, recognised, ...)
     missing: list[str]
 
 
@@ -233,17 +259,34 @@ def _help(reading: Reading, zone_names: Mapping[str, str]) -> list[HelpView]:
     ]
 
 
+_REDEEMED: Final = ("redeemed:treatment", "redeemed:control", "redeemed:unattributed")
+
+
 def _figures(reading: Reading) -> Figures:
-    missing = ["shoppers recognised today", "conversion against the holdout"]
+    missing: list[str] = []
+    hourly: dict[str, list[int]] = {}
     if reading.door_entries is None:
-        missing.append("hourly series")
-    if reading.offers_shown is None:
-        missing.append("offers shown")
-    if reading.redemptions is None:
-        missing.append("redemptions")
-    conversion = None
-    if reading.offers_shown and reading.redemptions is not None:
-        conversion = round(reading.redemptions / reading.offers_shown, 4)
+        missing.append("visitors per hour")
+    else:
+        hourly["visitors"] = list(reading.door_hourly)
+    today = reading.today
+    recognised = offers_shown = redemptions = None
+    holdout = conversion = None
+    if today is None:
+        missing += ["shoppers recognised today", "offers shown", "redemptions", "holdout"]
+    else:
+        hours = reading.hour + 1
+        recognised = today.total("recognised")
+        offers_shown = today.total("shown")
+        redemptions = sum(today.total(m) for m in _REDEEMED)
+        hourly["recognised"] = list(today.hourly.get("recognised", ()))[:hours]
+        hourly["offers_shown"] = list(today.hourly.get("shown", ()))[:hours]
+        hourly["redemptions"] = [
+            sum(hour) for hour in zip(*(today.hourly.get(m, ()) for m in _REDEEMED), strict=False)
+        ][:hours]
+        holdout = _holdout(today)
+        if offers_shown:
+            conversion = round(redemptions / offers_shown, 4)
     return Figures(
         visitors=(
             sum(reading.anonymous.values())
@@ -252,12 +295,35 @@ def _figures(reading: Reading) -> Figures:
         ),
         visitors_source=ANONYMOUS_DEVICES if reading.door_entries is None else DOORS,
         shoppers_present=sum(reading.present.values()),
-        offers_shown=reading.offers_shown,
-        redemptions=reading.redemptions,
+        recognised=recognised,
+        offers_shown=offers_shown,
+        redemptions=redemptions,
         conversion=conversion,
-        hourly=[] if reading.door_entries is None else list(reading.door_hourly),
+        holdout=holdout,
+        hourly=hourly,
         missing=missing,
     )
+
+
+def _holdout(today: DayFigures) -> Holdout:
+    shown, held_out = today.total("shown"), today.total("held_out")
+    treated = Arm(shown, min(shown, today.total("redeemed:treatment")))
+    control = Arm(held_out, min(held_out, today.total("redeemed:control")))
+    result = lift(treated, control)
+    return Holdout(
+        shown=treated.exposed,
+        redeemed_shown=treated.conversions,
+        held_out=control.exposed,
+        redeemed_held_out=control.conversions,
+        treated_rate=_round(result.treat_rate),
+        holdout_rate=_round(result.control_rate),
+        lift=_round(result.lift),
+        warning=result.warning,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _bounds(config: Config) -> tuple[float, float, float, float] | None:

@@ -53,6 +53,7 @@ from gateway.redemptions import (
 )
 from gateway.stock import StockBook, StockError, StockLimits, parse_stock, restock_signal
 from gateway.store import Database, Writer
+from gateway.today import Today
 
 __all__ = ["REDEMPTION_WINDOW_S", "Devices"]
 
@@ -76,6 +77,7 @@ class Devices:
         window_s: float = REDEMPTION_WINDOW_S,
         utc_offset_h: float = 0.0,
         nodes: frozenset[str] | None = None,
+        today: Today | None = None,
     ) -> None:
         # The scanner nodes of the configuration: reports from any other id are dropped
         # (None: any id, for tests and tools without zones).
@@ -88,6 +90,7 @@ class Devices:
         self._clock = clock
         self._metrics = metrics
         self._moments = moments
+        self._today = today
         self._tell_hq = tell_hq
         self.stock = StockBook(clock)
         self._stock_limits = StockLimits()
@@ -179,16 +182,19 @@ class Devices:
         """Record one redemption (from a till or the API); ``(False, ...)`` for a receipt
         already recorded."""
         attribution = attribute(self._db, redemption, window_s=self._window_s)
-        recorded: bool = await self._writer.write(
-            record_redemption_op(
-                self._db,
-                self._store,
-                redemption,
-                attribution,
-                now=self._clock.now(),
-                tell_hq=self._tell_hq,
-            )
+        now = self._clock.now()
+        op = record_redemption_op(
+            self._db, self._store, redemption, attribution, now=now, tell_hq=self._tell_hq
         )
+        today = self._today
+
+        def record(txn: Any) -> bool:
+            recorded = op(txn)
+            if recorded and today is not None:  # today's figures, in the same transaction
+                today.bump_in(txn, f"redeemed:{attribution.side}", now)
+            return recorded
+
+        recorded: bool = await self._writer.write(record)
         if recorded:
             self.redeemed += 1
             name, day = self._moments.redeemed(redemption.offer_id, self._clock.now())

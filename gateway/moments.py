@@ -452,10 +452,6 @@ class Moments:
 
     # ----- what a card says -----
 
-    def shown_today(self, offer_id: str, now: float) -> int:
-        """Showings of the offer in the store today (the counter its daily cap reads)."""
-        return self._store_count(offer_id, self._day(now))
-
     def picked_today(self, offer_id: str, now: float) -> int:
         """Redemptions of the offer in the store today (the social proof's count)."""
         return self._store_count(f"redeemed:{offer_id}", self._day(now), name_is_key=True)

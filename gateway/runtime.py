@@ -44,6 +44,7 @@ from gateway.store.backup import hold_lock
 from gateway.store.hlc import resume
 from gateway.sync.apply import sweep_tombstones_op
 from gateway.sync.service import HqSync
+from gateway.today import Today
 
 __all__ = ["Gateway"]
 
@@ -64,6 +65,7 @@ class Gateway:
             utc_offset_h=config.api.utc_offset_h,
             visit_gap_s=config.api.visit_gap_min * 60.0,
         )
+        self.today = Today(db=self.db, writer=self.writer, utc_offset_h=config.api.utc_offset_h)
         self.kiosks = KioskDirector(
             kiosks=config.kiosks,
             store_name=config.store_id,
@@ -94,6 +96,7 @@ class Gateway:
             sensing=self.sensing,
             moments=self.moments,
             renderer=self.renderer,
+            today=self.today,
         )
         self.shoppers.helpdesk.on_change.append(self._publish_help)
         self.shoppers.on_phone.append(self._push_phone)
@@ -122,6 +125,7 @@ class Gateway:
             window_s=config.engine.attribution_days * 86_400.0,
             utc_offset_h=config.api.utc_offset_h,
             nodes=frozenset(config.zone_of_node()),
+            today=self.today,
         )
         self.moments.stock = self.devices.stock.in_stock
         self.devices.on_signal.append(self._on_signal)
@@ -260,6 +264,7 @@ class Gateway:
         # published, goes out before the phone's decision and its reads run.
         asyncio.get_running_loop().call_soon(self.shoppers.on_presence, event)
         self.shoppers.helpdesk.on_presence(event)  # dwell watches, alerts following them
+        self.today.on_presence(event)  # a first entry today: one more shopper recognised
         if self.events is not None:
             self.events.presence(event)
 
@@ -351,6 +356,7 @@ class Gateway:
         """Before the writer stops: the clock and what the learner learned, kept."""
         if self.events is not None:
             await self.events.aclose()
+        await self.today.drain()
         try:
             await self.writer.write(self.moments.save_op())
         except StoreError as exc:

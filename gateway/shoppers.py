@@ -79,6 +79,7 @@ from gateway.store.database import delete_under
 from gateway.store.hlc import HybridClock
 from gateway.store.records import DecisionRecord, PreferencesRecord
 from gateway.sync.outbox import enqueue_in
+from gateway.today import Today
 from gateway.tokens import (
     Claims,
     Role,
@@ -129,6 +130,7 @@ class Shoppers:
         sensing: Sensing,
         moments: Moments | None = None,
         renderer: Renderer | None = None,
+        today: Today | None = None,
     ) -> None:
         api = config.api
         self._config = config
@@ -140,6 +142,7 @@ class Shoppers:
         self._sensing = sensing
         self._moments = moments or Moments(db=db, utc_offset_h=config.api.utc_offset_h)
         self._renderer = renderer or Renderer()
+        self._today = today or Today(db=db, writer=None, utc_offset_h=api.utc_offset_h)
         self._store = config.store_id
         self.hlc: HybridClock | None = None
         self._tokens: Tokens | None = None
@@ -426,14 +429,17 @@ class Shoppers:
         )
 
         held_out = decision.held_out
+        today = self._today
 
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
             if shown is not None:
                 self._moments.count_op_in(txn, *shown)
                 bump_exposure_in(txn, self._db, shown[0], "treatment")
+                today.bump_in(txn, "shown", now)
             for offer_id in held_out:
                 bump_exposure_in(txn, self._db, offer_id, "control")
+                today.bump_in(txn, "held_out", now)
 
         try:
             future = self._writer.submit(write)
@@ -596,8 +602,10 @@ class Shoppers:
             if shown is not None:  # counted once per moment, whatever the channel
                 self._moments.count_op_in(txn, *shown)
                 bump_exposure_in(txn, self._db, shown[0], "treatment")
+                self._today.bump_in(txn, "shown", now)
             for offer_id in decision.held_out:
                 bump_exposure_in(txn, self._db, offer_id, "control")
+                self._today.bump_in(txn, "held_out", now)
             if self._config.hq.enabled:
                 # The decision summary for HQ, in the same transaction as the record.
                 enqueue_in(txn, self._db, self._store, "decision", summary, at_ms, perishable=True)

@@ -15,6 +15,7 @@ nothing did for a while.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from html import escape
 from typing import TYPE_CHECKING, Final
@@ -25,14 +26,17 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from gateway.dashboard import Reading, build
-from gateway.errors import AuthError
+from gateway.errors import AuthError, StoreError
 from gateway.http.api import error_response
+from gateway.today import DayFigures
 from gateway.tokens import Claims, check_not_revoked
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 __all__ = ["STAFF_COOKIE", "read_gateway", "staff_routes"]
+
+log = logging.getLogger(__name__)
 
 STAFF_COOKIE: Final = "moments_staff"
 POLL_S: Final = 1.0
@@ -157,9 +161,11 @@ def read_gateway(gateway: Gateway) -> Reading:
     fleet = gateway.sensing.fleet.status(now)["beacons"]
     assert isinstance(fleet, dict)
     beacons = {b: str(state["condition"]) for b, state in fleet.items()}
-    # Kept up to date in memory by the moments (read from LMDB once per offer and day).
-    shown = sum(gateway.moments.shown_today(o.offer_id, now) for o in offers)
-    redeemed = sum(gateway.moments.picked_today(o.offer_id, now) for o in offers)
+    try:  # read at most once a second, whatever the number of open dashboards
+        today: DayFigures | None = gateway.today.figures(now)
+    except StoreError as exc:
+        log.warning("today's figures not read", extra={"error": str(exc)})
+        today = None
     devices = gateway.devices
     heard = dict(gateway.sensing.node_heard)
     wifi: dict[str, int | None] = {}
@@ -180,8 +186,8 @@ def read_gateway(gateway: Gateway) -> Reading:
         door_hourly=devices.doors.hourly(now),
         beacons=beacons,
         help=[h.view() for h in gateway.shoppers.helpdesk.alerts.values()],
-        offers_shown=shown,
-        redemptions=redeemed,
+        today=today,
+        hour=gateway.today.keys(now)[1],
     )
 
 

@@ -20,15 +20,15 @@
   // Light paper to deep green: the lightness falls from 95% to 30% as the zone fills.
   const shadeFill = (shade) => `hsl(150, 45%, ${Math.round(95 - shade * 65)}%)`;
 
-  // Today's entries per hour as a small line under the visitors figure (no axes, no text).
-  function sparkline(series) {
-    if (!series || series.length < 2) return null;
+  // A figure's counts per hour today as a small line under it (no axes; the label says it).
+  function sparkline(series, label) {
+    if (!Array.isArray(series) || series.length < 2) return null;
     const w = 120, h = 24, top = Math.max(1, ...series);
     const step = w / (series.length - 1);
     const points = series.map((v, i) => `${(i * step).toFixed(1)},${(h - (v / top) * h).toFixed(1)}`);
     const svg = el("svg:svg", {
       class: "sparkline", viewBox: `0 -1 ${w} ${h + 2}`, width: w, height: h + 2,
-      role: "img", "aria-label": `Entries per hour today: ${series.join(", ")}`,
+      role: "img", "aria-label": `${label} per hour today: ${series.join(", ")}`,
     });
     svg.append(el("svg:polyline", {
       points: points.join(" "), fill: "none", stroke: "currentColor", "stroke-width": 1.5,
@@ -36,22 +36,38 @@
     return svg;
   }
 
+  const percent = (rate) => (rate === null ? "n/a" : `${(rate * 100).toFixed(1)} %`);
+
+  // Today's conversion against the holdout: shown vs held out, the lift, a word on the counts.
+  function holdout(h) {
+    if (!h) return ["n/a", null];
+    if (!h.shown && !h.held_out) return ["nothing shown yet", null];
+    const lift = h.lift === null ? "" : ` (lift ${h.lift >= 0 ? "+" : ""}${Math.round(h.lift * 100)} %)`;
+    const text = `${percent(h.treated_rate)} vs ${percent(h.holdout_rate)}${lift}`;
+    const detail = `${h.redeemed_shown} of ${h.shown} shown, ${h.redeemed_held_out} of ${h.held_out} held out`;
+    return [text, h.warning ? `${detail}; too few yet to tell` : detail];
+  }
+
   function figures(f) {
     const box = document.getElementById("figures");
+    const hourly = f.hourly || {};
+    const [conversion, note] = holdout(f.holdout);
     const rows = [
-      [`Visitors (${f.visitors_source})`, f.visitors],
+      [`Visitors (${f.visitors_source})`, f.visitors, hourly.visitors],
+      ["Opted-in shoppers recognised", f.recognised ?? "n/a", hourly.recognised],
       ["Opted-in shoppers here now", f.shoppers_present],
-      ["Offers shown", f.offers_shown ?? "n/a"],
-      ["Redemptions", f.redemptions ?? "n/a"],
-      ["Conversion", f.conversion === null ? "n/a" : `${(f.conversion * 100).toFixed(1)} %`],
+      ["Offers shown", f.offers_shown ?? "n/a", hourly.offers_shown],
+      ["Redemptions", f.redemptions ?? "n/a", hourly.redemptions],
+      ["Conversion: shown vs holdout", conversion, null, note],
     ];
-    box.replaceChildren(...rows.map(([k, v]) => {
+    box.replaceChildren(...rows.map(([k, v, series, detail]) => {
       const d = el("div");
       d.append(el("dt", {}, k), el("dd", {}, String(v)));
+      const line = sparkline(series, k);
+      if (line) d.append(line);
+      if (detail) d.append(el("p", { class: "note" }, detail));
       return d;
     }));
-    const line = sparkline(f.hourly);
-    if (line) box.firstElementChild.append(line);
   }
 
   function marker(svg, at, cls, label, shape) {

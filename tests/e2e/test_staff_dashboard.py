@@ -19,6 +19,7 @@ from playwright.async_api import Browser, async_playwright
 
 from firmware_sim.adverts import ibeacon
 from gateway.config import Config
+from tests.e2e.test_api import EVERYTHING, at_the_coffee_kiosk, bearer, linked_alice
 from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_path, contrast
 from tests.support.broker import Broker
 from tests.support.peers import Publisher, serve
@@ -142,6 +143,10 @@ async def test_staff_map_darkens_a_zone_as_devices_arrive(
             "e => [getComputedStyle(e).color, getComputedStyle(e.parentElement).backgroundColor]"
         )
         assert contrast(colours[0], colours[1]) >= 4.5
+        tiles = page.locator("#figures div")
+        assert await tiles.count() == 6
+        assert await tiles.last.locator("dt").inner_text() == "Conversion: shown vs holdout"
+        assert await tiles.last.locator("dd").inner_text() == "nothing shown yet"
 
         shot = tmp_path / "staff-dashboard.png"
         await page.screenshot(path=str(shot), full_page=True)
@@ -221,8 +226,9 @@ async def test_door_counts_and_a_nodes_will_reach_the_staff_stream(
             publisher.publish(door, b'{"v": 1, "door": "door-main", "in": 407, "out": 391}', qos=0)
             board = await _until(stream, lambda b: b["figures"]["visitors"] == 7)
             figures = board["figures"]
-            assert figures["visitors_source"] == "doors" and sum(figures["hourly"]) == 7
-            assert "hourly series" not in figures["missing"]
+            assert figures["visitors_source"] == "doors"
+            assert sum(figures["hourly"]["visitors"]) == 7
+            assert "visitors per hour" not in figures["missing"]
 
         publisher.publish(door, b'{"v": 1, "door": "door-back", "in": 1, "out": 0}', qos=0)
         publisher.publish(door, b"not json", qos=0)
@@ -238,3 +244,52 @@ async def test_door_counts_and_a_nodes_will_reach_the_staff_stream(
             await asyncio.sleep(0.1)
         assert (dropped("door_mismatch"), dropped("bad_json")) == (1.0, 1.0)
         assert served.gateway.devices.doors.entered_today(served.gateway.clock.now()) == 7
+
+
+@pytest.mark.mqtt
+async def test_todays_figures_follow_a_shopper_from_recognition_to_the_till(
+    broker: Broker, make_config: Callable[..., Config]
+) -> None:
+    """Alice is recognised once however often she enters a zone, the offer her app is shown
+    counts as shown, and the till's redemption lands on the treatment side of today's
+    conversion against the holdout; the stream never carries her id."""
+    async with serve(make_config(broker.port)) as served:
+        gateway = served.gateway
+        shopper, token = await linked_alice(served, EVERYTHING)
+        staff, _ = await gateway.shoppers.issue("staff", "sam")
+        async with served.client.stream(
+            "GET", "/staff/stream", headers={"Authorization": f"Bearer {staff}"}
+        ) as response:
+            stream = response.aiter_lines()
+            first = await _until(stream, lambda _b: True)
+            assert first["figures"]["recognised"] == 0 and first["figures"]["offers_shown"] == 0
+
+            await at_the_coffee_kiosk(served, token)
+            offers = (await served.client.get("/v1/me/offers", headers=bearer(token))).json()
+            offer_id = offers["offers"][0]["offer_id"]
+            board = await _until(
+                stream,
+                lambda b: b["figures"]["recognised"] == 1 and b["figures"]["offers_shown"] >= 1,
+            )
+            assert board["figures"]["hourly"]["recognised"][-1] == 1
+            gateway.moments.forget(shopper)  # she comes back into the aisle: still one
+            await at_the_coffee_kiosk(served, token)
+
+            till = {
+                "v": 1,
+                "lane": "lane-1",
+                "offer_id": offer_id,
+                "shopper_id": shopper,
+                "at": gateway.clock.now(),
+                "receipt": "R-1",
+            }
+            answer = await served.client.post("/v1/redemptions", json=till, headers=bearer(staff))
+            assert answer.json() == {"recorded": True, "side": "treatment"}
+            board = await _until(stream, lambda b: b["figures"]["redemptions"] == 1)
+            figures = board["figures"]
+            assert figures["recognised"] == 1
+            holdout = figures["holdout"]
+            assert holdout["redeemed_shown"] == 1 and holdout["shown"] == figures["offers_shown"]
+            assert holdout["treated_rate"] == round(1 / holdout["shown"], 4)
+            assert "small" in holdout["warning"] or "exposed" in holdout["warning"]
+            assert shopper not in json.dumps(board)

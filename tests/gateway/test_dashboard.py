@@ -21,6 +21,7 @@ from gateway.dashboard import (
     node_status,
 )
 from gateway.errors import ConfigError
+from gateway.today import METRICS, DayFigures
 
 SQUARE = [(0.0, 0.0), (10.0, 0.0), (10.0, 8.0), (0.0, 8.0)]
 
@@ -153,22 +154,64 @@ def test_help_keeps_only_what_staff_may_see_longest_waiting_first() -> None:
     assert b"alert_id" not in wire and b"0123456789ab" not in wire
 
 
+def _day(**totals: dict[int, int]) -> DayFigures:
+    """A day of tallies: metric -> {hour: count}."""
+    hourly = {
+        m: tuple(totals.get(m.replace(":", "_"), {}).get(h, 0) for h in range(24)) for m in METRICS
+    }
+    return DayFigures("day:2026-11-23", hourly)
+
+
 def test_figures_sum_the_counts_and_say_what_is_missing() -> None:
+    today = _day(
+        recognised={9: 3, 10: 2},
+        shown={9: 30, 10: 10},
+        redeemed_treatment={10: 3},
+        redeemed_unattributed={10: 1},
+    )
     reading = Reading(
-        now=0.0,
-        anonymous={"entrance": 7, "coffee": 3},
-        present={"coffee": 2},
-        offers_shown=40,
-        redemptions=4,
+        now=0.0, anonymous={"entrance": 7, "coffee": 3}, present={"coffee": 2}, today=today, hour=10
     )
     figures = build(_config(), reading).figures
-    assert (figures.visitors, figures.shoppers_present) == (10, 2)
-    assert figures.visitors_source == ANONYMOUS_DEVICES and figures.hourly == []
-    assert "hourly series" in figures.missing
+    assert (figures.visitors, figures.shoppers_present, figures.recognised) == (10, 2, 5)
+    assert figures.visitors_source == ANONYMOUS_DEVICES
     assert (figures.offers_shown, figures.redemptions, figures.conversion) == (40, 4, 0.1)
-    assert "conversion against the holdout" in figures.missing
+    # one series per figure, from local midnight to the current hour
+    assert figures.hourly["recognised"] == [0] * 9 + [3, 2]
+    assert figures.hourly["offers_shown"] == [0] * 9 + [30, 10]
+    assert figures.hourly["redemptions"] == [0] * 10 + [4]
+    assert "visitors" not in figures.hourly and figures.missing == ["visitors per hour"]
     none = build(_config(), Reading(now=0.0)).figures
-    assert none.conversion is None and "offers shown" in none.missing
+    assert none.conversion is None and none.recognised is None and none.holdout is None
+    assert "offers shown" in none.missing and "holdout" in none.missing
+
+
+def test_conversion_against_the_holdout_pools_the_offers_and_warns_on_small_counts() -> None:
+    today = _day(
+        shown={10: 400},
+        redeemed_treatment={10: 40},
+        held_out={10: 100},
+        redeemed_control={10: 5},
+        redeemed_unattributed={10: 7},  # in neither arm
+    )
+    holdout = build(_config(), Reading(now=0.0, today=today, hour=10)).figures.holdout
+    assert holdout is not None
+    assert (holdout.shown, holdout.redeemed_shown, holdout.held_out) == (400, 40, 100)
+    assert (holdout.treated_rate, holdout.holdout_rate, holdout.lift) == (0.1, 0.05, 1.0)
+    assert holdout.warning is None
+    small = _day(shown={10: 12}, redeemed_treatment={10: 2}, held_out={10: 3})
+    few = build(_config(), Reading(now=0.0, today=small, hour=10)).figures.holdout
+    assert few is not None and few.lift is None and few.holdout_rate == 0.0
+    assert few.warning is not None and "control has 3 exposed" in few.warning
+
+
+def test_an_arm_never_converts_more_than_it_was_exposed() -> None:
+    # Redemptions today may follow showings of an earlier day: capped, as the report caps them.
+    today = _day(shown={10: 2}, redeemed_treatment={10: 5}, held_out={}, redeemed_control={10: 1})
+    holdout = build(_config(), Reading(now=0.0, today=today, hour=10)).figures.holdout
+    assert holdout is not None
+    assert (holdout.redeemed_shown, holdout.treated_rate) == (2, 1.0)
+    assert (holdout.held_out, holdout.redeemed_held_out, holdout.holdout_rate) == (0, 0, None)
 
 
 def test_door_counters_give_the_visitors_and_the_hourly_series_when_they_count() -> None:
@@ -176,8 +219,9 @@ def test_door_counters_give_the_visitors_and_the_hourly_series_when_they_count()
         now=0.0, anonymous={"entrance": 7, "coffee": 3}, door_entries=42, door_hourly=[0, 12, 30]
     )
     figures = build(_config(), reading).figures
-    assert (figures.visitors, figures.visitors_source, figures.hourly) == (42, DOORS, [0, 12, 30])
-    assert "hourly series" not in figures.missing
+    assert (figures.visitors, figures.visitors_source) == (42, DOORS)
+    assert figures.hourly["visitors"] == [0, 12, 30]
+    assert "visitors per hour" not in figures.missing
     quiet = build(_config(), Reading(now=0.0, door_entries=0, door_hourly=[0])).figures
     assert (quiet.visitors, quiet.visitors_source) == (0, DOORS)  # a counter at zero counts
 

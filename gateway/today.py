@@ -1,0 +1,205 @@
+"""Today's store-wide tallies, hour by hour: what the staff dashboard's figures are made of.
+
+Counted (each in the store's local day and hour, ``api.utc_offset_h``):
+
+=================  ==========================================================================
+``recognised``     opted-in shoppers recognised in the store: the first zone entry of a
+                   shopper on a day (presence needs their consent), once per shopper and day
+``shown``          offers shown (the treatment's exposures: once per shopper and moment,
+                   whatever the channel, as the caps count them)
+``held_out``       offers held out by the holdout (the control's exposures)
+``redeemed:SIDE``  redemptions at the tills by attribution: ``treatment``, ``control`` or
+                   ``unattributed`` (``gateway.redemptions.attribute``)
+=================  ==========================================================================
+
+Where it lives: the ``counters`` database under the store's pseudo shopper ``~store``, name
+``today:METRIC:hHH``, window ``day:YYYY-MM-DD``; the hourly sweep drops a day's keys two days
+after it ends, as it drops every day window. Each count is bumped in the transaction that
+records what it counts (the decision, the redemption), so a restart neither loses nor doubles
+one. Recognition writes its own small transaction: a per-shopper key ``SHOPPER \\x00
+recognised \\x00 day:YYYY-MM-DD`` (swept likewise, erased with the shopper) says whether the
+shopper was counted today, so a restart does not count them again; an in-memory set of today's
+ids only spares the write for a shopper seen before.
+
+:meth:`Today.figures` reads the day's keys in one read transaction, at most once a second
+(every dashboard shares the reading), and returns counts, never an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import lmdb
+
+from beacons.presence import PresenceEvent, ZoneEntered
+from gateway.consents import bump_counter_in
+from gateway.errors import StoreError
+from gateway.store.database import Database
+from gateway.store.writer import WriteOp, Writer
+
+__all__ = ["METRICS", "STORE", "DayFigures", "Today", "hour_keys"]
+
+log = logging.getLogger(__name__)
+
+STORE: Final = "~store"
+METRICS: Final = (
+    "recognised",
+    "shown",
+    "held_out",
+    "redeemed:treatment",
+    "redeemed:control",
+    "redeemed:unattributed",
+)
+_MAX_SEEN: Final = 50_000  # ids kept to spare writes; past it, the per-shopper key decides
+_READ_EVERY_S: Final = 1.0
+_U64: Final = struct.Struct(">Q")
+
+
+def hour_keys(t: float, utc_offset_h: float) -> tuple[str, int]:
+    """The local day's window (``day:YYYY-MM-DD``) and hour (0-23) of ``t``."""
+    local = dt.datetime.fromtimestamp(t, dt.UTC) + dt.timedelta(hours=utc_offset_h)
+    return f"day:{local.date().isoformat()}", local.hour
+
+
+@dataclass(frozen=True, slots=True)
+class DayFigures:
+    """The day's counts per metric, each as 24 hourly counts (local midnight first)."""
+
+    day: str
+    hourly: dict[str, tuple[int, ...]]
+
+    def total(self, metric: str) -> int:
+        return sum(self.hourly.get(metric, ()))
+
+
+class Today:
+    """Owns today's tallies: bumps them in the callers' transactions, writes recognitions,
+    and reads the day back for the dashboard (event loop only)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        writer: Writer | None,
+        utc_offset_h: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._offset_h = utc_offset_h
+        self._monotonic = clock
+        self._seen_day = ""
+        self._seen: set[str] = set()
+        self._pending: set[asyncio.Future[bool]] = set()
+        self._cache: tuple[float, DayFigures] | None = None
+        self.not_recorded = 0  # recognitions the store refused (logged)
+
+    def keys(self, t: float) -> tuple[str, int]:
+        return hour_keys(t, self._offset_h)
+
+    # ----- counting, in the caller's transaction -----
+
+    def bump_in(self, txn: Any, metric: str, t: float) -> None:
+        """One more of ``metric`` at ``t``, inside ``txn`` (the transaction recording it)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric {metric!r}; expected one of {METRICS}")
+        day, hour = self.keys(t)
+        bump_counter_in(txn, self._db, STORE, f"today:{metric}:h{hour:02d}", day)
+
+    # ----- recognitions -----
+
+    def on_presence(self, event: PresenceEvent) -> None:
+        """A shopper's zone entry: counted when it is their first today (see the notes)."""
+        if not isinstance(event, ZoneEntered) or self._writer is None:
+            return
+        day, _hour = self.keys(event.t)
+        if day != self._seen_day:
+            self._seen_day, self._seen = day, set()
+        if event.subject in self._seen:
+            return
+        if len(self._seen) >= _MAX_SEEN:
+            self._seen.clear()
+        self._seen.add(event.subject)
+        try:
+            future = self._writer.submit(self.recognise_op(event.subject, event.t))
+        except StoreError as exc:  # stopping
+            self._seen.discard(event.subject)
+            log.warning("recognition not recorded", extra={"error": str(exc)})
+            return
+        self._pending.add(future)
+        future.add_done_callback(self._recorded)
+
+    def recognise_op(self, shopper_id: str, t: float) -> WriteOp[bool]:
+        """A write operation counting the shopper as recognised on ``t``'s day unless they
+        were already (or are erased); True when counted."""
+        day, hour = self.keys(t)
+
+        def recognise(txn: Any) -> bool:
+            if bump_counter_in(txn, self._db, shopper_id, "recognised", day) != 1:
+                return False
+            bump_counter_in(txn, self._db, STORE, f"today:recognised:h{hour:02d}", day)
+            return True
+
+        return recognise
+
+    def _recorded(self, future: asyncio.Future[bool]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.not_recorded += 1
+            log.warning("recognition not recorded", extra={"error": str(exc)})
+        elif future.result():
+            self._cache = None  # the next reading shows it
+
+    async def drain(self) -> None:
+        """Wait for the recognitions in flight (before the writer stops)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    # ----- reading -----
+
+    def figures(self, now: float) -> DayFigures:
+        """The day of ``now`` so far; read at most once a second (StoreError when the store
+        cannot be read)."""
+        day, _hour = self.keys(now)
+        tick = self._monotonic()
+        if self._cache is not None:
+            read_at, cached = self._cache
+            if cached.day == day and tick - read_at < _READ_EVERY_S:
+                return cached
+        figures = self._read(day)
+        self._cache = (tick, figures)
+        return figures
+
+    def _read(self, day: str) -> DayFigures:
+        handle = self._db.handle("counters")
+        prefix = STORE.encode() + b"\x00"
+        suffix = b"\x00" + day.encode()
+        hourly: dict[str, tuple[int, ...]] = {}
+        try:
+            with self._db.env.begin(db=handle, buffers=False) as txn:
+                for metric in METRICS:
+                    counts: list[int] = []
+                    for hour in range(24):
+                        raw = txn.get(prefix + f"today:{metric}:h{hour:02d}".encode() + suffix)
+                        counts.append(0 if raw is None else _count(raw))
+                    hourly[metric] = tuple(counts)
+        except lmdb.Error as exc:
+            raise StoreError(f"today's figures not read: {exc}") from exc
+        return DayFigures(day, hourly)
+
+
+def _count(raw: bytes) -> int:
+    if len(raw) != _U64.size:
+        raise StoreError(f"a counter holds {len(raw)} bytes, expected {_U64.size}")
+    value: int = _U64.unpack(raw)[0]
+    return value

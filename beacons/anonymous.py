@@ -17,37 +17,76 @@ __all__ = ["AnonymousCounter", "RecentCounter"]
 
 
 class AnonymousCounter:
-    """Distinct devices per zone within the current rotation period (default: one day, UTC)."""
+    """Distinct devices within the current rotation period (default: one day, starting at the
+    store's local midnight when ``offset_s`` is its UTC offset in seconds): per zone, and in
+    the whole store once however many zones heard it, by the hour it was first heard.
 
-    __slots__ = ("_entropy", "_key", "_keyed", "_period", "_period_s", "_seen")
+    Phones without the app change their random address every quarter of an hour or so, so a
+    phone staying an hour may count as several devices: the store-wide count is an upper
+    bound of the visitors, which door counters give exactly."""
+
+    __slots__ = (
+        "_entropy",
+        "_first",
+        "_key",
+        "_keyed",
+        "_offset_s",
+        "_period",
+        "_period_s",
+        "_seen",
+    )
 
     def __init__(
-        self, period_s: float = 86_400.0, entropy: Callable[[int], bytes] = os.urandom
+        self,
+        period_s: float = 86_400.0,
+        entropy: Callable[[int], bytes] = os.urandom,
+        offset_s: float = 0.0,
     ) -> None:
         self._period_s = period_s
+        self._offset_s = offset_s
         self._entropy = entropy
         self._key = b""
         self._keyed = hashlib.blake2b(digest_size=8)
         self._period = -1
         self._seen: dict[str, set[bytes]] = {}
+        self._first: dict[bytes, int] = {}  # digest -> hour of the period it was first heard
 
     def observe(self, zone: str, device: bytes, now: float) -> None:
         self._rotate(now)
         hasher = self._keyed.copy()  # cheaper than keying a new hasher for every sighting
         hasher.update(device)
-        self._seen.setdefault(zone, set()).add(hasher.digest())
+        digest = hasher.digest()
+        self._seen.setdefault(zone, set()).add(digest)
+        if digest not in self._first:
+            self._first[digest] = int(((now + self._offset_s) % self._period_s) // 3600)
 
     def counts(self, now: float) -> dict[str, int]:
         self._rotate(now)
         return {zone: len(digests) for zone, digests in self._seen.items()}
 
+    def total(self, now: float) -> int:
+        """Distinct devices in the whole store this period."""
+        self._rotate(now)
+        return len(self._first)
+
+    def hourly(self, now: float) -> list[int]:
+        """Devices by the hour of the period they were first heard, up to the current hour."""
+        self._rotate(now)
+        hours = int(((now + self._offset_s) % self._period_s) // 3600) + 1
+        out = [0] * hours
+        for hour in self._first.values():
+            if hour < hours:
+                out[hour] += 1
+        return out
+
     def _rotate(self, now: float) -> None:
-        period = int(now // self._period_s)
+        period = int((now + self._offset_s) // self._period_s)
         if period != self._period:
             self._period = period
             self._key = self._entropy(32)
             self._keyed = hashlib.blake2b(key=self._key, digest_size=8)
             self._seen = {}
+            self._first = {}
 
 
 class RecentCounter:

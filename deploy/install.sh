@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
 # Installs the Moments gateway on Raspberry Pi OS 64-bit or Debian (bookworm or newer) as the
-# systemd service `moments`. Safe to run again: an upgrade is a re-run with the new checkout or
-# wheel and --upgrade. It never overwrites /etc/moments/moments.toml once it exists.
+# systemd service `moments`. Safe to run again: a re-run over an installed gateway upgrades it
+# (see below). It never overwrites /etc/moments/moments.toml once it exists.
 #
 # What it does, in order:
 #   1. apt packages: python3-venv, mosquitto, mosquitto-clients, bluez, dbus (only those missing)
 #   2. the system user and group `moments` (no login, no home), a member of `bluetooth`
 #   3. folders: /opt/moments (code, root's), /etc/moments and /etc/moments/tls (root:moments
-#      0750), /var/lib/moments (the store, moments:moments 0750)
-#   4. a venv at /opt/moments/.venv with the package installed from the checkout or a wheel
-#   5. /etc/moments/moments.toml from --config (default deploy/moments.example.toml) if absent
+#      0750), /var/lib/moments (the store) and /var/backups/moments (for `moments store
+#      backup`), both moments:moments 0750
+#   4. a venv at /opt/moments/.venv with the package installed from the checkout or a wheel, and
+#      the command /usr/local/bin/moments (a link into the venv) unless that name is taken
+#   5. /etc/moments/moments.toml (root:moments 0640) from --config (default
+#      deploy/moments.example.toml) if absent, with data_dir = "/var/lib/moments" (the unit's
+#      MOMENTS_DATA_DIR, so commands run by hand with -c that file open the same store) and,
+#      when the source has no broker password, [broker] username "gateway" (when empty) and a
+#      new random password, which is never printed. An existing file is kept; a warning says
+#      when it lacks that data_dir or a broker login.
 #   6. certificates and keys given as options into /etc/moments/tls (keys 0640)
 #   7. broker configuration, when deploy/mosquitto exists, where deploy/mosquitto/README.md
 #      puts it, each file only when absent (operators add logins and ACL blocks afterwards):
 #      moments.conf as /etc/mosquitto/mosquitto.conf (the package's file is kept as
 #      mosquitto.conf.before-moments), moments.acl as /etc/mosquitto/moments.acl and, with
 #      --hq-bridge, bridge-hq.conf into /etc/mosquitto/conf.d/ (STORE_ID replaced by store_id
-#      of moments.toml in both), an empty /etc/mosquitto/moments.passwd; then Mosquitto is
-#      restarted when its TLS files are in place
-#   8. the unit to /etc/systemd/system/moments.service, daemon-reload, enable --now (and a
-#      restart when the gateway was already running, so an upgrade takes effect)
+#      of moments.toml in both); /etc/mosquitto/moments.passwd (root:mosquitto 0640) gets the
+#      gateway's login from moments.toml, hashed, when step 5 wrote moments.toml or the file
+#      has no line for that username (other logins in it are kept), else it is created empty
+#      when absent; then Mosquitto is restarted when its TLS files are in place
+#   8. journald's limits for an SD card: deploy/journald/moments.conf as
+#      /etc/systemd/journald.conf.d/moments.conf when absent, then systemd-journald restarted
+#   9. the unit to /etc/systemd/system/moments.service, daemon-reload, enable --now (and a
+#      restart when the gateway was still running)
 #
-# --upgrade, for a new version over an installed one: the gateway is stopped before step 4
-# (the store must not be in use while the code changes under it), and after step 5 the store
-# is brought to the new code's schema with `moments store migrate`, run as the service user
-# with the unit's MOMENTS_DATA_DIR. The migration takes its own backup first, into
+# Upgrade: with --upgrade, and by itself whenever a gateway is already installed (the unit or
+# /opt/moments/.venv/bin/moments exists), the gateway is stopped before step 4 (the store must
+# not be in use while the code changes under it), and after step 5 the store is brought to the
+# new code's schema with `moments store migrate`, run as the service user with the unit's
+# MOMENTS_DATA_DIR. The migration takes its own backup first, into
 # /var/lib/moments/backups/pre-migrate-<from>-to-<to>-<time>, only when there is something to
-# migrate; a second run finds nothing to do. Step 8 starts the gateway again. When the
+# migrate; a second run finds nothing to do. Step 9 starts the gateway again. When the
 # migration fails the script stops there with the gateway stopped; the message names the backup.
 #
 # --dry-run prints every action, one per line prefixed "[dry-run] ", and changes nothing; it
@@ -44,9 +56,18 @@ readonly ETC_DIR="$TARGET/etc/moments"
 readonly TLS_DIR="$ETC_DIR/tls"
 readonly CONFIG_PATH="$ETC_DIR/moments.toml"
 readonly DATA_DIR="$TARGET/var/lib/moments"
+# The store's folder as the gateway sees it (the unit's MOMENTS_DATA_DIR), written into the
+# configuration; DATA_DIR above is where this script finds it.
+readonly STORE_DATA_DIR="/var/lib/moments"
+readonly BACKUP_DIR="$TARGET/var/backups/moments"
+readonly COMMAND_LINK="$TARGET/usr/local/bin/moments"
+readonly JOURNALD_DIR="$TARGET/etc/systemd/journald.conf.d"
 readonly UNIT_PATH="$TARGET/etc/systemd/system/moments.service"
 readonly MOSQUITTO_ETC="$TARGET/etc/mosquitto"
 readonly MOSQUITTO_CONF="$MOSQUITTO_ETC/mosquitto.conf"
+readonly MOSQUITTO_PASSWD="$MOSQUITTO_ETC/moments.passwd"
+# The gateway's login on the store broker (its `user` block in deploy/mosquitto/moments.acl).
+readonly BROKER_USER="gateway"
 readonly SERVICE_USER="moments"
 readonly APT_PACKAGES=(python3-venv mosquitto mosquitto-clients bluez dbus)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -60,11 +81,14 @@ usage: install.sh [--dry-run] [--upgrade] [--source DIR | --wheel FILE] [--confi
 
   --dry-run      print every action (prefixed "[dry-run] ") and change nothing
   --upgrade      stop the gateway, install the new package, migrate the store (a backup is
-                 taken first when there is something to migrate), start the gateway
+                 taken first when there is something to migrate), start the gateway; a
+                 re-run over an installed gateway does this without the option
   --source DIR   checkout to install the package from (default: the one holding this script)
   --wheel FILE   install this wheel instead of a checkout
   --config FILE  configuration copied to /etc/moments/moments.toml when that file is absent
-                 (default: deploy/moments.example.toml; an existing file is never replaced)
+                 (default: deploy/moments.example.toml; an existing file is never replaced),
+                 with data_dir = "/var/lib/moments" and, when it has no broker password, the
+                 broker login "gateway" with a new password (also put in Mosquitto's file)
   --ca FILE      CA bundle, installed as /etc/moments/tls/ca.crt
   --cert FILE    this store's certificate, installed as /etc/moments/tls/store.crt
   --key FILE     its private key, installed as /etc/moments/tls/store.key (root:moments 0640)
@@ -159,6 +183,108 @@ install_new() {  # install_new SRC DEST MODE OWNER GROUP ID
   rm -f "$tmp"
 }
 
+# Writes to DEST the configuration SRC with the top-level data_dir set to STORE_DATA_DIR and,
+# when SRC's [broker] password is empty, [broker] username (BROKER_USER when empty) and a new
+# random password. Comments and every other line are kept. The result is parsed again and
+# checked. Prints "login" when it set a login, "kept" otherwise; never the password.
+render_config() {  # render_config SRC DEST
+  python3 - "$1" "$2" "$STORE_DATA_DIR" "$BROKER_USER" <<'PY'
+import json, os, re, secrets, sys, tomllib
+
+src, dest, data_dir, default_user = sys.argv[1:5]
+with open(src, encoding="utf-8") as fh:
+    text = fh.read()
+try:
+    broker = tomllib.loads(text).get("broker", {})
+except tomllib.TOMLDecodeError as exc:
+    sys.exit(f"install.sh: {src} is not valid TOML: {exc}")
+login = {}
+if isinstance(broker, dict) and not broker.get("password"):
+    login = {"username": broker.get("username") or default_user,
+             "password": secrets.token_urlsafe(24)}
+header = re.compile(r"^\s*\[")
+table = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]")
+assignment = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+out, done, section = [], set(), None
+
+
+def wanted(sec):
+    return {None: {"data_dir": data_dir}, "broker": login}.get(sec, {})
+
+
+def finish(sec):
+    for key, value in wanted(sec).items():
+        if (sec, key) not in done:
+            out.append(f"{key} = {json.dumps(value)}\n")
+            done.add((sec, key))
+
+
+for line in text.splitlines(keepends=True):
+    if header.match(line):
+        finish(section)
+        match = table.match(line)
+        section = match.group(1) if match else ""
+    else:
+        match = assignment.match(line)
+        if match and match.group(1) in wanted(section):
+            key = match.group(1)
+            out.append(f"{key} = {json.dumps(wanted(section)[key])}\n")
+            done.add((section, key))
+            continue
+    if not line.endswith("\n"):
+        line += "\n"
+    out.append(line)
+finish(section)
+if login and ("broker", "password") not in done:
+    out.append("\n[broker]\n")
+    finish("broker")
+result = "".join(out)
+try:
+    parsed = tomllib.loads(result)
+except tomllib.TOMLDecodeError as exc:
+    sys.exit(f"install.sh: cannot set data_dir and the broker login in {src} ({exc})")
+if parsed.get("data_dir") != data_dir or any(
+    parsed.get("broker", {}).get(key) != value for key, value in login.items()
+):
+    sys.exit(f"install.sh: cannot set data_dir and the broker login in {src}")
+fd = os.open(dest, os.O_WRONLY | os.O_TRUNC)
+with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    fh.write(result)
+print("login" if login else "kept")
+PY
+}
+
+# Writes "USER:PASSWORD" of FILE's [broker] login into DEST (mode 0600) and prints USER; fails
+# when FILE has no username or no password.
+broker_login_of() {  # broker_login_of FILE DEST
+  python3 - "$1" "$2" <<'PY'
+import sys, tomllib
+
+with open(sys.argv[1], "rb") as fh:
+    broker = tomllib.load(fh).get("broker", {})
+user, password = broker.get("username", ""), broker.get("password", "")
+if not user or not password or ":" in user or "\n" in user + password:
+    sys.exit(1)
+with open(sys.argv[2], "w", encoding="utf-8") as fh:
+    fh.write(f"{user}:{password}\n")
+print(user)
+PY
+}
+
+# Prints the username of FILE's [broker] table (a simple "..." string), or nothing.
+broker_username() {  # broker_username FILE
+  awk '/^[[:space:]]*\[/ { broker = ($0 ~ /^[[:space:]]*\[[[:space:]]*broker[[:space:]]*\]/) }
+       broker && /^[[:space:]]*username[[:space:]]*=[[:space:]]*"[^"]+"/ {
+         sub(/^[^"]*"/, ""); sub(/".*$/, ""); print; exit
+       }' "$1"
+}
+
+# Whether Mosquitto's password file has a line for USER.
+has_passwd_line() {  # has_passwd_line USER
+  [ -f "$MOSQUITTO_PASSWD" ] &&
+    awk -F: -v user="$1" '$1 == user { found = 1 } END { exit !found }' "$MOSQUITTO_PASSWD"
+}
+
 # --- checks before any change ---
 if [ -n "$TARGET" ] && [ "$DRY_RUN" -eq 0 ]; then
   die "MOMENTS_INSTALL_ROOT is only for --dry-run"
@@ -181,10 +307,19 @@ fi
 CONFIG_SRC="${CONFIG_SRC:-$DEPLOY_DIR/moments.example.toml}"
 [ -f "$CONFIG_SRC" ] || die "no such configuration file: $CONFIG_SRC"
 [ -f "$DEPLOY_DIR/moments.service" ] || die "no unit file: $DEPLOY_DIR/moments.service"
+[ -f "$DEPLOY_DIR/journald/moments.conf" ] ||
+  die "no journald drop-in: $DEPLOY_DIR/journald/moments.conf"
 for given in "$CA_SRC" "$CERT_SRC" "$KEY_SRC" "$BROKER_CERT_SRC" "$BROKER_KEY_SRC" "$HQ_CA_SRC"; do
   if [ -n "$given" ] && [ ! -f "$given" ]; then die "no such file: $given"; fi
 done
 if [ "$DRY_RUN" -eq 1 ]; then say "dry run: nothing is changed"; fi
+# A re-run over an installed gateway is an upgrade: the new code must not run on a store at the
+# old schema (the gateway refuses it and the unit fails), so stop, install, migrate, start.
+if [ "$UPGRADE" -eq 0 ] && { [ -e "$UNIT_PATH" ] || [ -e "$VENV/bin/moments" ]; }; then
+  say "the gateway is already installed: upgrading it as --upgrade does (stop the gateway,"
+  say "  install the package, migrate the store with a backup first if needed, start it)"
+  UPGRADE=1
+fi
 
 # --- 1. packages ---
 say "system packages"
@@ -229,6 +364,8 @@ run install -d -m 0755 -o root -g root "$APP_DIR"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$TLS_DIR"
 run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_DIR"
+# Where operators put `moments store backup` copies, run as the service user (docs/OPERATIONS.md).
+run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$BACKUP_DIR"
 
 # --- 4. venv and package ---
 if [ "$UPGRADE" -eq 1 ]; then
@@ -246,16 +383,55 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # pip reinstalls a checkout or wheel given by path, so a re-run installs the new code.
 run "$VENV/bin/pip" install --quiet --no-cache-dir --upgrade "$PACKAGE"
+# `moments` on root's and sudo's PATH, for the commands docs/OPERATIONS.md shows.
+if [ -L "$COMMAND_LINK" ] && [ "$(readlink "$COMMAND_LINK")" = "/opt/moments/.venv/bin/moments" ]
+then
+  say "$COMMAND_LINK is the gateway's command"
+elif [ -e "$COMMAND_LINK" ] || [ -L "$COMMAND_LINK" ]; then
+  say "warning: keeping $COMMAND_LINK, which is not the gateway's: run /opt/moments/.venv/bin/moments"
+else
+  run ln -s /opt/moments/.venv/bin/moments "$COMMAND_LINK"
+fi
 
 # --- 5. configuration ---
 say "configuration"
+config_new=0
 if [ -e "$CONFIG_PATH" ]; then
   say "keeping the existing $CONFIG_PATH"
+  # The unit's MOMENTS_DATA_DIR beats the file's data_dir for the service only: a command run by
+  # hand with -c this file (doctor, store, token) opens the file's data_dir.
+  if ! grep -Eq "^[[:space:]]*data_dir[[:space:]]*=[[:space:]]*[\"']$STORE_DATA_DIR/?[\"']" \
+      "$CONFIG_PATH"; then
+    say "warning: $CONFIG_PATH does not say data_dir = \"$STORE_DATA_DIR\": the service uses"
+    say "  $STORE_DATA_DIR (its MOMENTS_DATA_DIR), but moments doctor, store and token commands"
+    say "  run with -c $CONFIG_PATH use the file's data_dir; add the line above its first [table]"
+  fi
+  if [ -z "$(broker_username "$CONFIG_PATH")" ]; then
+    say "warning: $CONFIG_PATH has no [broker] username: the shipped Mosquitto configuration"
+    say "  refuses anonymous logins; set username = \"$BROKER_USER\" and its password (the one"
+    say "  in $MOSQUITTO_PASSWD, see deploy/mosquitto/README.md)"
+  fi
+elif [ "$DRY_RUN" -eq 1 ]; then
+  printf '%sinstall -m 0640 -o root -g %s %q %q  # with data_dir = "%s"; [broker] username "%s" and a new password unless it has one\n' \
+    "$PREFIX" "$SERVICE_USER" "$CONFIG_SRC" "$CONFIG_PATH" "$STORE_DATA_DIR" "$BROKER_USER"
+  config_new=1
 else
-  run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_SRC" "$CONFIG_PATH"
+  rendered="$(mktemp)"
+  if ! login="$(render_config "$CONFIG_SRC" "$rendered")"; then
+    rm -f "$rendered"
+    die "could not write $CONFIG_PATH from $CONFIG_SRC (see the line above)"
+  fi
+  install -m 0640 -o root -g "$SERVICE_USER" "$rendered" "$CONFIG_PATH"
+  rm -f "$rendered"
+  if [ "$login" = "login" ]; then
+    say "$CONFIG_PATH: data_dir = \"$STORE_DATA_DIR\" and a broker login with a new password"
+  else
+    say "$CONFIG_PATH: data_dir = \"$STORE_DATA_DIR\"; its broker login kept"
+  fi
+  config_new=1
 fi
 
-# --- 5b. store migration (--upgrade) ---
+# --- 5b. store migration (an upgrade) ---
 if [ "$UPGRADE" -eq 1 ]; then
   say "upgrade: store migration (a backup is taken first when there is something to migrate)"
   if ! run runuser -u "$SERVICE_USER" -- env MOMENTS_DATA_DIR="$DATA_DIR" \
@@ -312,9 +488,46 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
       broker_changed=1
     fi
   fi
-  # Mosquitto refuses to start without its password file: an empty one until logins are added.
-  if [ ! -e "$MOSQUITTO_ETC/moments.passwd" ]; then
-    run install -m 0640 -o root -g mosquitto /dev/null "$MOSQUITTO_ETC/moments.passwd"
+  # The gateway's login, from moments.toml: when step 5 wrote it (a new password replaces the
+  # user's old line), or when the password file has no line for its username. Every other
+  # login is kept. Mosquitto refuses to start without its password file: otherwise an empty
+  # one until logins are added.
+  config_user=""
+  if [ -f "$CONFIG_PATH" ]; then config_user="$(broker_username "$CONFIG_PATH")"; fi
+  need_login=0
+  if [ "$config_new" -eq 1 ]; then
+    need_login=1
+  elif [ -n "$config_user" ] && ! has_passwd_line "$config_user"; then
+    need_login=1
+  fi
+  if [ "$need_login" -eq 1 ] && [ "$DRY_RUN" -eq 1 ]; then
+    printf '%sinstall -m 0640 -o root -g mosquitto <the broker login of the configuration, hashed with mosquitto_passwd -U, other logins kept> %q\n' \
+      "$PREFIX" "$MOSQUITTO_PASSWD"
+    broker_changed=1
+  elif [ "$need_login" -eq 1 ]; then
+    login_file="$(mktemp)"
+    merged="$(mktemp)"
+    if login_user="$(broker_login_of "$CONFIG_PATH" "$login_file")"; then
+      if ! mosquitto_passwd -U "$login_file"; then
+        rm -f "$login_file" "$merged"
+        die "mosquitto_passwd could not hash the broker login of $CONFIG_PATH"
+      fi
+      if [ -f "$MOSQUITTO_PASSWD" ]; then
+        awk -F: -v user="$login_user" '$1 != user' "$MOSQUITTO_PASSWD" > "$merged"
+      fi
+      cat "$login_file" >> "$merged"
+      install -m 0640 -o root -g mosquitto "$merged" "$MOSQUITTO_PASSWD"
+      say "broker login $login_user in $MOSQUITTO_PASSWD (its password is in $CONFIG_PATH only)"
+      broker_changed=1
+    elif [ ! -e "$MOSQUITTO_PASSWD" ]; then
+      install -m 0640 -o root -g mosquitto /dev/null "$MOSQUITTO_PASSWD"
+      broker_changed=1
+    fi
+    rm -f "$login_file" "$merged"
+  elif [ ! -e "$MOSQUITTO_PASSWD" ]; then
+    run install -m 0640 -o root -g mosquitto /dev/null "$MOSQUITTO_PASSWD"
+    say "warning: $MOSQUITTO_PASSWD is empty: add the gateway's login with the password of"
+    say "  $CONFIG_PATH (deploy/mosquitto/README.md, Add a device)"
     broker_changed=1
   fi
   if [ "$HQ_BRIDGE" -eq 1 ]; then
@@ -337,7 +550,19 @@ else
   say "no deploy/mosquitto folder: the broker keeps its configuration"
 fi
 
-# --- 8. service ---
+# --- 8. journald ---
+# Limits for the journal on an SD card. An existing drop-in is the operator's: never replaced.
+say "journald"
+if [ -e "$JOURNALD_DIR/moments.conf" ]; then
+  say "keeping the existing $JOURNALD_DIR/moments.conf"
+else
+  run install -d -m 0755 -o root -g root "$JOURNALD_DIR"
+  run install -m 0644 -o root -g root "$DEPLOY_DIR/journald/moments.conf" "$JOURNALD_DIR/moments.conf"
+  run systemctl restart systemd-journald.service ||
+    say "warning: systemd-journald did not restart: the limits apply from its next start"
+fi
+
+# --- 9. service ---
 say "service"
 was_active=0
 if [ "$DRY_RUN" -eq 0 ] && systemctl is-active --quiet moments.service; then was_active=1; fi

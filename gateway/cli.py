@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from gateway.store import Database
     from gateway.store.writer import WriteOp
     from gateway.tokens import Role
+
+log = logging.getLogger("gateway.cli")
 
 __all__ = ["main"]
 
@@ -173,18 +176,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.http import create_app
+    from gateway.http.serving import uvicorn_config
     from gateway.sdnotify import Notifier
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
     app = create_app(config)
     # Under systemd (Type=notify, deploy/moments.service): ready once the socket listens,
-    # watchdog pings from the event loop itself (a stuck loop stops them), stopping at exit.
+    # watchdog pings from the event loop while the gateway's tick runs (a stuck loop or a
+    # tick that died stops them, and systemd restarts the gateway), stopping at exit.
     notifier = Notifier(os.environ)
 
     async def watchdog(interval: float) -> None:
+        stalled = False
         while True:
-            notifier.watchdog()
+            gateway = getattr(app.state, "gateway", None)
+            if gateway is None or gateway.beating():
+                notifier.watchdog()
+                stalled = False
+            elif not stalled:
+                stalled = True
+                log.error("the gateway's tick has stalled: watchdog pings stop")
             await asyncio.sleep(interval)
 
     class Server(uvicorn.Server):
@@ -215,20 +227,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    server = Server(
-        uvicorn.Config(
-            app,
-            host=config.http.host,
-            port=config.http.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            server_header=False,
-        )
-    )
+    server = Server(uvicorn_config(app, config))
     server.run()
     return 0 if server.started else 3
 

@@ -15,6 +15,7 @@ and what was expected. ``deploy/moments.example.toml`` documents every key line 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -67,6 +68,14 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class HttpConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8080
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
+    # networks): the client's address (registration limits) and whether it came over HTTPS
+    # (cookies marked Secure) come from them. Any other peer's headers are ignored.
+    trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # /readyz answers ready with no sensing source up (broker down, radio off or failed),
+    # saying so under "degraded": for a store that chose to serve kiosks and the app without
+    # presence for a while (maintenance of the broker or the scanners).
+    ready_without_sensing: bool = False
 
 
 class ApiConfig(_Section, frozen=True):
@@ -410,6 +419,13 @@ def _check_cross_references(source: str, config: Config) -> None:
             config.hq.cert_file,
             "a client certificate and its key, or neither",
         )
+    for i, proxy in enumerate(config.http.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                source, f"http.trusted_proxies[{i}]", proxy, "an IP address or network"
+            ) from None
     if config.broker.backoff_max_s < config.broker.backoff_min_s:
         raise ConfigError(
             source,

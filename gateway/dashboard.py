@@ -20,18 +20,19 @@ What is shown
     beacons     fixed beacons with the fleet's condition (``ok``, ``silent``, ``low_battery``,
                 ``never_heard``, ``starting``)
     help        shoppers waiting for staff, longest waiting first
-    figures     today's counts; visitors are the door counters' entries today when any door
-                counter has counted today, else the anonymous devices counted in the zones
-                (``visitors_source`` says which); opted-in shoppers recognised today, offers
-                shown, redemptions (``gateway.today``); conversion against the holdout:
-                redemptions attributed to a showing per offer shown, beside redemptions
-                attributed to a hold-out per offer held out, today, pooled over offers, with
-                the relative lift and a warning when the counts are too small to say much
-                (``gateway.lift``; an arm's redemptions are capped at its exposures, as the
-                lift report caps them, since a redemption may follow a showing of an earlier
-                day); ``hourly`` holds a per-hour series (local midnight to now) for each
-                figure that has one, for the sparklines; ``missing`` names the figures this
-                gateway cannot give
+    figures     today's counts: visitors are the door counters' entries today when any door
+                counter has counted today, else the distinct anonymous devices heard in the
+                store today, each once whatever the zones that heard it (an upper bound:
+                phones change their random address; ``visitors_source`` says which);
+                opted-in shoppers recognised today, offers shown and redemptions
+                (``gateway.today``); conversion against the holdout (:class:`Holdout`):
+                redemptions attributed to a showing per offer shown beside redemptions
+                attributed to a hold-out per offer held out, today, pooled over the offers,
+                with the relative lift and a warning when the counts are too small to say
+                much (``gateway.lift``; an arm's redemptions are capped at its exposures, as
+                the lift report caps them, since a redemption may follow a showing of an
+                earlier day); ``hourly``, a series per figure from local midnight to now,
+                for the sparklines; ``missing`` names the figures this gateway cannot give
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Reading:
     """The gateway's state at ``now``, as the dashboard needs it (counts, never ids)."""
 
     now: float
-    anonymous: Mapping[str, int] = field(default_factory=dict)  # zone: devices today
+    anonymous_total: int = 0  # distinct anonymous devices in the store today
+    anonymous_hourly: Sequence[int] = ()  # of those, by the local hour first heard
     occupancy: Mapping[str, int] = field(default_factory=dict)  # zone: devices heard just now
     present: Mapping[str, int] = field(default_factory=dict)  # zone: opted-in shoppers now
     showing: Mapping[str, str | None] = field(default_factory=dict)  # kiosk: offer title
@@ -153,7 +155,6 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     recognised: int | None  # opted-in shoppers recognised today
     offers_shown: int | None
     redemptions: int | None  # every redemption today, attributed or not
-    conversion: float | None  # redemptions per offer shown, today
     holdout: Holdout | None
     hourly: dict[str, list[int]]  # figure: per-hour series today (visitors, recognised, ...)
     missing: list[str]
@@ -265,13 +266,11 @@ _REDEEMED: Final = ("redeemed:treatment", "redeemed:control", "redeemed:unattrib
 def _figures(reading: Reading) -> Figures:
     missing: list[str] = []
     hourly: dict[str, list[int]] = {}
-    if reading.door_entries is None:
-        missing.append("visitors per hour")
-    else:
-        hourly["visitors"] = list(reading.door_hourly)
+    doors = reading.door_entries is not None
+    hourly["visitors"] = list(reading.door_hourly if doors else reading.anonymous_hourly)
     today = reading.today
     recognised = offers_shown = redemptions = None
-    holdout = conversion = None
+    holdout = None
     if today is None:
         missing += ["shoppers recognised today", "offers shown", "redemptions", "holdout"]
     else:
@@ -285,20 +284,15 @@ def _figures(reading: Reading) -> Figures:
             sum(hour) for hour in zip(*(today.hourly.get(m, ()) for m in _REDEEMED), strict=False)
         ][:hours]
         holdout = _holdout(today)
-        if offers_shown:
-            conversion = round(redemptions / offers_shown, 4)
     return Figures(
-        visitors=(
-            sum(reading.anonymous.values())
-            if reading.door_entries is None
-            else reading.door_entries
-        ),
-        visitors_source=ANONYMOUS_DEVICES if reading.door_entries is None else DOORS,
+        visitors=reading.door_entries
+        if reading.door_entries is not None
+        else reading.anonymous_total,
+        visitors_source=DOORS if doors else ANONYMOUS_DEVICES,
         shoppers_present=sum(reading.present.values()),
         recognised=recognised,
         offers_shown=offers_shown,
         redemptions=redemptions,
-        conversion=conversion,
         holdout=holdout,
         hourly=hourly,
         missing=missing,

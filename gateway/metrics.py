@@ -68,7 +68,14 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
-        self.sse_clients = Gauge("moments_sse_clients", "Live kiosk streams open", registry=r)
+        self.sse_clients = Gauge(
+            "moments_sse_clients",
+            "Live Server-Sent Events streams open, by stream (kiosk, staff)",
+            ["stream"],
+            registry=r,
+        )
+        for stream in ("kiosk", "staff"):
+            self.sse_clients.labels(stream=stream)
         self.link_up = Gauge("moments_link_up", "1 when the MQTT link is up", ["link"], registry=r)
         self.anonymous_devices = Gauge(
             "moments_anonymous_devices",

@@ -50,11 +50,14 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+TICK_STALE_S = 10.0  # a tick this late stops the watchdog pings (``Gateway.beating``)
+
 
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self.ticked_at = time.monotonic()  # the tick's last start (``beating``)
         self.metrics = Metrics()
         self.db = Database(config.data_path / "store", map_size=config.store.map_size_mb << 20)
         self.writer = Writer(self.db, batch=config.store.commit_batch)
@@ -378,8 +381,14 @@ class Gateway:
                 log.error("housekeeping failed", extra={"error": str(exc)})
             await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
+    def beating(self, within_s: float = TICK_STALE_S) -> bool:
+        """Has the once-a-second tick run lately? (systemd's watchdog is pinged only then: a
+        tick that died or hangs gets the gateway restarted.)"""
+        return time.monotonic() - self.ticked_at <= within_s
+
     async def _tick(self) -> None:
         while True:
+            self.ticked_at = time.monotonic()
             await asyncio.sleep(1.0)
             self.sensing.tick()
             self._load_templates()

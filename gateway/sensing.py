@@ -107,7 +107,7 @@ class Sensing:
             kiosk_of_scanner={k.scanner: k.id for k in config.kiosks if k.scanner},
             calibration=Calibration(p.scanner_offsets_db),
         )
-        self._anonymous = AnonymousCounter()
+        self._anonymous = AnonymousCounter(offset_s=config.api.utc_offset_h * 3600.0)
         self._recent = RecentCounter()
         # When each scanner node's last accepted message arrived (for the staff dashboard).
         self.node_heard: dict[str, float] = {}
@@ -147,6 +147,11 @@ class Sensing:
     def anonymous_today(self, now: float) -> dict[str, int]:
         """Distinct anonymous devices per zone in the current counting period (a day)."""
         return self._anonymous.counts(now)
+
+    def anonymous_store(self, now: float) -> tuple[int, list[int]]:
+        """Distinct anonymous devices in the whole store today (each once, whatever the zones
+        that heard it), and by the local hour each was first heard."""
+        return self._anonymous.total(now), self._anonymous.hourly(now)
 
     def occupancy(self, now: float) -> dict[str, int]:
         """Anonymous devices per zone heard in the last two minutes (how full it is now)."""

@@ -624,7 +624,12 @@ def test_config_without_a_file_uses_the_defaults(tmp_path: Path) -> None:
 
     assert shown["broker"]["host"] == "127.0.0.1"
     assert shown["broker"]["port"] == 1883
-    assert shown["http"] == {"host": "127.0.0.1", "port": 8080}
+    assert shown["http"] == {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "trusted_proxies": ["127.0.0.1", "::1"],
+        "ready_without_sensing": False,
+    }
 
 
 def test_config_a_bad_environment_value_names_the_key(tmp_path: Path) -> None:

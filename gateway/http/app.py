@@ -119,6 +119,7 @@ async def kiosk_page(request: Request) -> Response:
             path=f"/kiosk/{kiosk_id}",
             httponly=True,
             samesite="strict",
+            secure=request.url.scheme == "https",  # behind a trusted TLS proxy, or TLS
         )
         return response
     view = gateway.hub.current(kiosk_id)
@@ -161,7 +162,7 @@ async def kiosk_events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[bytes]:
         with gateway.hub.subscribe(kiosk_id) as queue:
-            gateway.metrics.sse_clients.inc()
+            gateway.metrics.sse_clients.labels(stream="kiosk").inc()
             try:
                 yield b"retry: 2000\n\n"
                 while not gateway.stopping.is_set():
@@ -174,7 +175,7 @@ async def kiosk_events(request: Request) -> Response:
                     data = _json.encode(view.wire())
                     yield b"event: content\nid: %d\ndata: %s\n\n" % (view.version, data)
             finally:
-                gateway.metrics.sse_clients.dec()
+                gateway.metrics.sse_clients.labels(stream="kiosk").dec()
 
     return StreamingResponse(
         stream(),
@@ -190,7 +191,11 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """200 when the gateway can take traffic, 503 otherwise (``gateway.readiness``)."""
     gateway = _gateway(request)
-    answer = readiness(gateway.health()["components"])
+    answer = readiness(
+        gateway.health()["components"],
+        store_id=gateway.config.store_id,
+        sensing_required=not gateway.config.http.ready_without_sensing,
+    )
     if gateway.stopping.is_set():  # shutting down: take no new traffic
         answer = {**answer, "ready": False, "reasons": [*answer["reasons"], "stopping"]}
     return JSONResponse(

@@ -45,14 +45,19 @@ _READINESS = {
     "application/json": {
         "schema": {
             "type": "object",
-            "required": ["ready", "components", "reasons"],
+            "required": ["ready", "components", "reasons", "degraded"],
             "properties": {
                 "ready": {"type": "boolean"},
                 "components": {
                     "type": "object",
-                    "description": "store, broker, radio, hq: each {ready, state, detail?}",
+                    "description": "config, store, broker, radio, hq: each {ready, state, detail?}",
                 },
                 "reasons": {"type": "array", "items": {"type": "string"}},
+                "degraded": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "what is missing but accepted (http.ready_without_sensing)",
+                },
             },
         }
     }
@@ -93,7 +98,8 @@ def _pages(version: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Readiness: the store is open and a sensing source is up",
                     "description": "Ready when the store is readable and the store broker "
-                    "link is up or the radio is scanning; the HQ link never holds it back. "
+                    "link is up or the radio is scanning (or the store serves without sensing "
+                    "by its configuration: degraded says so); the HQ link never holds it back. "
                     "reasons says what does.",
                     "responses": {
                         "200": {"description": "Ready", "content": _READINESS},

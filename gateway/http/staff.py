@@ -1,7 +1,8 @@
 """The staff dashboard: ``GET /staff`` (the page) and ``GET /staff/stream`` (its live data).
 
 Staff open the page once with their token (``/staff?token=...``, role ``staff`` or
-``admin``); the token moves into an HttpOnly, SameSite=Strict cookie for ``/staff`` and the
+``admin``); the token moves into an HttpOnly, SameSite=Strict cookie for ``/staff`` (Secure
+when the request came over HTTPS, directly or from a trusted proxy) and the
 address bar is cleaned, as kiosk screens are set up. Without a token the page answers 401 with
 a page that says what to do; a token of another role, 403.
 
@@ -101,6 +102,7 @@ async def staff_page(request: Request) -> Response:
             path="/staff",
             httponly=True,
             samesite="strict",
+            secure=request.url.scheme == "https",  # behind a trusted TLS proxy, or TLS
         )
         return response
     html = gateway.renderer.render("staff.html.j2", store=gateway.config.store_id)
@@ -115,33 +117,45 @@ async def staff_stream(request: Request) -> Response:
         return error_response(exc.code, str(exc), exc.status)
 
     async def stream() -> AsyncIterator[bytes]:
-        yield b"retry: 2000\n\n"
-        last = b""
-        quiet = 0.0
-        checked = 0.0
-        while not gateway.stopping.is_set():
-            checked += POLL_S
-            if checked >= RECHECK_S:  # a revoked or expired token ends the stream
-                checked = 0.0
-                try:
-                    _claims(request, gateway)
-                except AuthError:
-                    return
-            data = _json.encode(build(gateway.config, read_gateway(gateway)))
-            if data != last:
-                last, quiet = data, 0.0
-                yield b"event: dashboard\ndata: %s\n\n" % data
-            elif quiet >= KEEPALIVE_S:
-                quiet = 0.0
-                yield b": keepalive\n\n"
-            await asyncio.sleep(POLL_S)
-            quiet += POLL_S
+        clients = gateway.metrics.sse_clients.labels(stream="staff")
+        clients.inc()
+        try:
+            async for chunk in _updates(request, gateway):
+                yield chunk
+        finally:
+            clients.dec()
 
     return StreamingResponse(
         stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _updates(request: Request, gateway: Gateway) -> AsyncIterator[bytes]:
+    """The dashboard whenever it changes, a keep-alive comment when it did not for a while;
+    ends when the token is no longer good or the gateway stops."""
+    yield b"retry: 2000\n\n"
+    last = b""
+    quiet = 0.0
+    checked = 0.0
+    while not gateway.stopping.is_set():
+        checked += POLL_S
+        if checked >= RECHECK_S:  # a revoked or expired token ends the stream
+            checked = 0.0
+            try:
+                _claims(request, gateway)
+            except AuthError:
+                return
+        data = _json.encode(build(gateway.config, read_gateway(gateway)))
+        if data != last:
+            last, quiet = data, 0.0
+            yield b"event: dashboard\ndata: %s\n\n" % data
+        elif quiet >= KEEPALIVE_S:
+            quiet = 0.0
+            yield b": keepalive\n\n"
+        await asyncio.sleep(POLL_S)
+        quiet += POLL_S
 
 
 def read_gateway(gateway: Gateway) -> Reading:
@@ -166,6 +180,7 @@ def read_gateway(gateway: Gateway) -> Reading:
     except StoreError as exc:
         log.warning("today's figures not read", extra={"error": str(exc)})
         today = None
+    anonymous_total, anonymous_hourly = gateway.sensing.anonymous_store(now)
     devices = gateway.devices
     heard = dict(gateway.sensing.node_heard)
     wifi: dict[str, int | None] = {}
@@ -175,7 +190,8 @@ def read_gateway(gateway: Gateway) -> Reading:
         wifi[node] = telemetry.wifi_rssi
     return Reading(
         now=now,
-        anonymous=gateway.sensing.anonymous_today(now),
+        anonymous_total=anonymous_total,
+        anonymous_hourly=anonymous_hourly,
         occupancy=gateway.sensing.occupancy(now),
         present=present,
         showing=showing,

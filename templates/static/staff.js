@@ -97,7 +97,7 @@
     list.hidden = d.map;
     if (!d.map) {
       list.replaceChildren(...d.zones.map((z) =>
-        el("li", { "data-zone": z.id }, `${z.name}: ${z.anonymous} devices today, ${z.present} shoppers now`)));
+        el("li", { "data-zone": z.id }, `${z.name}: ${z.anonymous} devices heard now, ${z.present} shoppers now`)));
       return;
     }
     const [x0, y0, x1, y1] = d.bounds;
@@ -107,7 +107,7 @@
     svg.replaceChildren();
     for (const z of d.zones) {
       zoneAt[z.id] = centre(z.polygon);
-      const label = `${z.name}: ${z.anonymous} devices today, ${z.present} shoppers now`;
+      const label = `${z.name}: ${z.anonymous} devices heard now, ${z.present} shoppers now`;
       const p = el("svg:polygon", {
         class: "zone", "data-zone": z.id, "data-shade": z.shade, fill: shadeFill(z.shade),
         points: z.polygon.map((q) => q.join(",")).join(" "), "aria-label": label,

@@ -167,6 +167,25 @@ def test_default_period_is_a_day() -> None:
     assert c.counts(86_400.0) == {}
 
 
+def test_the_store_counts_a_device_once_whatever_the_zones_that_heard_it() -> None:
+    c = AnonymousCounter(entropy=Entropy())
+    c.observe("entrance", ALICE, 3_600.0 * 9 + 5)
+    c.observe("coffee", ALICE, 3_600.0 * 10 + 5)  # walked on: one device still
+    c.observe("coffee", BOB, 3_600.0 * 10 + 9)
+    now = 3_600.0 * 10 + 60
+    assert c.counts(now) == {"entrance": 1, "coffee": 2}
+    assert c.total(now) == 2
+    assert c.hourly(now) == [0] * 9 + [1, 1]  # by the hour each was first heard
+
+
+def test_the_day_starts_at_the_stores_local_midnight() -> None:
+    c = AnonymousCounter(entropy=Entropy(), offset_s=2 * 3_600.0)  # UTC+2
+    c.observe("entrance", ALICE, 86_400.0 - 3 * 3_600.0)  # 21:00 UTC, 23:00 local
+    assert c.total(86_400.0 - 2 * 3_600.0 - 1) == 1 and c.hourly(86_400.0 - 7_201)[-1] == 1
+    assert c.total(86_400.0 - 2 * 3_600.0) == 0  # local midnight, 22:00 UTC: a new day
+    assert c.hourly(86_400.0 - 2 * 3_600.0) == [0]
+
+
 # --- nothing raw is kept ----------------------------------------------------------
 
 

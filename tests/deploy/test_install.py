@@ -3,18 +3,23 @@
 A dry run must change nothing and need no root. ``MOMENTS_INSTALL_ROOT`` points every path the
 script would touch into an empty temporary folder, which must still be empty afterwards. When
 the tests run as root, the dry run is also run as ``nobody`` (with ``setpriv``) to show it needs
-no privilege.
+no privilege. What only a real run does (writing the installed configuration) is checked by
+running that one shell function of the script on its own, in a temporary folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from gateway.config import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SCRIPT = DEPLOY / "install.sh"
@@ -93,7 +98,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     assert f"python3 -m venv {root}/opt/moments/.venv" in done
     assert any(line.startswith(f"{root}/opt/moments/.venv/bin/pip install") for line in done)
     config = f"{DEPLOY}/moments.example.toml {root}/etc/moments/moments.toml"
-    assert f"install -m 0640 -o root -g moments {config}" in done
+    assert any(line.startswith(f"install -m 0640 -o root -g moments {config}") for line in done)
     unit = f"{DEPLOY}/moments.service {root}/etc/systemd/system/moments.service"
     assert f"install -m 0644 -o root -g root {unit}" in done
     assert done[-2:] == ["systemctl daemon-reload", "systemctl enable --now moments.service"]
@@ -104,12 +109,8 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     assert list(root.iterdir()) == []
 
 
-def test_dry_run_of_an_upgrade_stops_installs_migrates_and_starts(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    result = install("--dry-run", "--upgrade", root=root)
-    assert result.returncode == 0, result.stderr
-    done = actions(result.stdout)
+def assert_upgrade_sequence(done: list[str], root: Path) -> None:
+    """The gateway stopped, the package installed, the store migrated, the gateway started."""
     stop = done.index("systemctl stop moments.service")
     pip = next(i for i, line in enumerate(done) if " install --quiet " in line)
     migrate = done.index(
@@ -118,12 +119,195 @@ def test_dry_run_of_an_upgrade_stops_installs_migrates_and_starts(tmp_path: Path
     )
     start = done.index("systemctl enable --now moments.service")
     assert stop < pip < migrate < start
+
+
+def test_dry_run_of_an_upgrade_stops_installs_migrates_and_starts(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install("--dry-run", "--upgrade", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert_upgrade_sequence(done, root)
     assert "systemctl restart moments.service" not in done
     assert list(root.iterdir()) == []
     # Without --upgrade: no stop and no migration.
     plain = actions(install("--dry-run", root=root).stdout)
     assert "systemctl stop moments.service" not in plain
     assert not any("store migrate" in line for line in plain)
+
+
+def test_dry_run_of_a_first_install_sets_data_dir_backups_and_journald(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    # The configuration names the unit's store, so commands run by hand with -c find it.
+    config = f"{DEPLOY}/moments.example.toml {root}/etc/moments/moments.toml"
+    (line,) = [line for line in done if f"-g moments {config}" in line]
+    assert line.startswith("install -m 0640 -o root -g moments ")
+    assert 'data_dir = "/var/lib/moments"' in line
+    assert '[broker] username "gateway" and a new password' in line
+    # A folder the service user can write its backups into; the command on sudo's PATH.
+    assert f"install -d -m 0750 -o moments -g moments {root}/var/backups/moments" in done
+    assert f"ln -s /opt/moments/.venv/bin/moments {root}/usr/local/bin/moments" in done
+    # journald's limits for the SD card, then journald restarted, before the service starts.
+    dropin = f"{root}/etc/systemd/journald.conf.d/moments.conf"
+    install_dropin = done.index(
+        f"install -m 0644 -o root -g root {DEPLOY}/journald/moments.conf {dropin}"
+    )
+    assert done[install_dropin - 1] == (
+        f"install -d -m 0755 -o root -g root {root}/etc/systemd/journald.conf.d"
+    )
+    assert done[install_dropin + 1] == "systemctl restart systemd-journald.service"
+    assert install_dropin < done.index("systemctl enable --now moments.service")
+    if (DEPLOY / "mosquitto").is_dir():
+        # The gateway's broker login goes into Mosquitto's password file, never in the output.
+        passwd = [line for line in done if line.endswith(f"{root}/etc/mosquitto/moments.passwd")]
+        assert len(passwd) == 1
+        assert "mosquitto_passwd -U" in passwd[0]
+    # A first install is no upgrade.
+    assert "systemctl stop moments.service" not in done
+    assert not any("store migrate" in line for line in done)
+    assert "already installed" not in result.stderr
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "installed", ["etc/systemd/system/moments.service", "opt/moments/.venv/bin/moments"]
+)
+def test_dry_run_over_an_installed_gateway_upgrades_it(tmp_path: Path, installed: str) -> None:
+    """A re-run without --upgrade must not put new code under a running gateway unmigrated."""
+    root = tmp_path / "root"
+    marker = root / installed
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    before = sorted(root.rglob("*"))
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    assert "already installed: upgrading it" in result.stderr
+    done = actions(result.stdout)
+    assert_upgrade_sequence(done, root)
+    # The gateway was stopped, so enable --now starts it: no restart on top.
+    assert "systemctl restart moments.service" not in done
+    assert sorted(root.rglob("*")) == before
+
+
+def test_dry_run_keeps_an_existing_journald_drop_in(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    dropin = root / "etc" / "systemd" / "journald.conf.d" / "moments.conf"
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text("[Journal]\nSystemMaxUse=50M\n")
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert not any("journald" in line for line in done)
+    assert f"keeping the existing {dropin}" in result.stderr
+    assert dropin.read_text() == "[Journal]\nSystemMaxUse=50M\n"
+
+
+def test_dry_run_warns_about_an_existing_configuration_without_the_store_path(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    config = root / "etc" / "moments" / "moments.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('store_id = "store-9"\ndata_dir = "./var"\n')
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    assert 'does not say data_dir = "/var/lib/moments"' in result.stderr
+    assert "has no [broker] username" in result.stderr
+    config.write_text(
+        'store_id = "store-9"\ndata_dir = "/var/lib/moments"\n\n'
+        '[broker]\nusername = "gateway"\npassword = "x"\n'
+    )
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    assert "does not say data_dir" not in result.stderr
+    assert "has no [broker] username" not in result.stderr
+    assert config.read_text().startswith('store_id = "store-9"')
+    if (DEPLOY / "mosquitto").is_dir():
+        # Its login goes into Mosquitto's password file when that has no line for it ...
+        passwd = root / "etc" / "mosquitto" / "moments.passwd"
+        assert any("mosquitto_passwd -U" in line for line in actions(result.stdout))
+        # ... and is left alone when it has one.
+        passwd.parent.mkdir(parents=True)
+        passwd.write_text("node-1:$7$hash\ngateway:$7$hash\n")
+        result = install("--dry-run", root=root)
+        assert result.returncode == 0, result.stderr
+        assert not any("moments.passwd" in line for line in actions(result.stdout))
+        assert passwd.read_text() == "node-1:$7$hash\ngateway:$7$hash\n"
+
+
+def shell_function(name: str) -> str:
+    """The text of one function of install.sh, from ``name() {`` to its closing ``}``."""
+    match = re.search(rf"^{name}\(\) {{.*?^}}$", SCRIPT.read_text(), re.MULTILINE | re.DOTALL)
+    assert match is not None, name
+    return match.group(0)
+
+
+def render_config(source: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    """Runs install.sh's render_config on its own (a real install needs root)."""
+    dest.write_text("")
+    script = "\n".join(
+        [
+            'STORE_DATA_DIR="/var/lib/moments"',
+            'BROKER_USER="gateway"',
+            shell_function("render_config"),
+            'render_config "$1" "$2"',
+        ]
+    )
+    return subprocess.run(
+        ["bash", "-c", script, "render", str(source), str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_installed_configuration_names_the_store_and_the_broker_login(tmp_path: Path) -> None:
+    installed = tmp_path / "moments.toml"
+    result = render_config(DEPLOY / "moments.example.toml", installed)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "login\n"
+    config = load_config(installed, {})
+    assert config.data_dir == "/var/lib/moments"
+    assert config.broker.username == "gateway"
+    assert len(config.broker.password) >= 24
+    # The password is written to the file only, never printed.
+    assert config.broker.password not in result.stdout + result.stderr
+    # Everything else, comments included, is the example's.
+    example = (DEPLOY / "moments.example.toml").read_text().splitlines()
+    changed = [
+        (a, b) for a, b in zip(example, installed.read_text().splitlines(), strict=True) if a != b
+    ]
+    assert [a.split("=")[0].strip() for a, _ in changed] == ["data_dir", "username", "password"]
+    # Another run makes another password.
+    again = tmp_path / "again.toml"
+    assert render_config(DEPLOY / "moments.example.toml", again).returncode == 0
+    assert load_config(again, {}).broker.password != config.broker.password
+
+
+def test_the_installed_configuration_keeps_a_given_broker_login(tmp_path: Path) -> None:
+    source = tmp_path / "given.toml"
+    source.write_text('store_id = "s-2"\n\n[broker]\nusername = "gw-2"\npassword = "given"\n')
+    installed = tmp_path / "moments.toml"
+    result = render_config(source, installed)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kept\n"
+    parsed = tomllib.loads(installed.read_text())
+    assert parsed["data_dir"] == "/var/lib/moments"
+    assert parsed["broker"] == {"username": "gw-2", "password": "given"}
+    # A file without [broker] or data_dir gets both; one it cannot edit is refused.
+    source.write_text('store_id = "s-3"\n\n[[zones]]\nid = "a"\nnodes = ["n"]\n')
+    assert render_config(source, installed).returncode == 0
+    config = load_config(installed, {})
+    assert (config.data_dir, config.broker.username) == ("/var/lib/moments", "gateway")
+    source.write_text('broker = { host = "10.0.0.2" }\n')
+    refused = render_config(source, installed)
+    assert refused.returncode != 0
+    assert "cannot set data_dir and the broker login" in refused.stderr
 
 
 def test_dry_run_keeps_an_existing_configuration(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -40,6 +41,14 @@ async def test_ready_with_the_broker_and_metrics_after_traffic(
         assert components["hq"]["state"] == "not_configured"
         health = await served.client.get("/healthz")
         assert health.status_code == 200
+        # The tick runs: systemd's watchdog is pinged; a tick late by a minute stops that.
+        gateway = served.gateway
+        assert gateway.beating()
+        gateway.ticked_at = time.monotonic() - 60  # as if the tick had stopped a minute ago
+        assert not gateway.beating()
+        async with asyncio.timeout(5):  # the next tick beats again
+            while not gateway.beating():
+                await asyncio.sleep(0.05)
 
         publisher.adverts("node-entrance", ALICE, count=5)
         publisher.raw("node-entrance", b"not a batch")
@@ -58,7 +67,8 @@ async def test_ready_with_the_broker_and_metrics_after_traffic(
             "moments_decision_seconds_bucket",
             "moments_renders_total",
             "moments_render_seconds_bucket",
-            "moments_sse_clients",
+            'moments_sse_clients{stream="kiosk"}',
+            'moments_sse_clients{stream="staff"} 0.0',
             "moments_consent_changes_total",
             "moments_outbox_depth",
             "moments_outbox_oldest_age_seconds",
@@ -93,6 +103,19 @@ async def test_not_ready_without_broker_when_the_radio_is_off(
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         openapi = (await served.client.get("/openapi.json")).json()
         assert set(openapi["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
+
+
+async def test_a_store_that_serves_without_sensing_is_ready_and_degraded(
+    make_config: Callable[..., Config],
+) -> None:
+    config = make_config(
+        free_port(), MOMENTS_RADIO__ENABLED="false", MOMENTS_HTTP__READY_WITHOUT_SENSING="true"
+    )
+    async with serve(config) as served:
+        body = await until_ready(served.client, 200)
+        assert body["ready"] is True and body["reasons"] == []
+        degraded = body["degraded"]
+        assert isinstance(degraded, list) and "no sensing source" in str(degraded[0])
 
 
 async def test_sync_streams_and_hq_link_state_when_hq_is_on(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ from playwright.async_api import Browser, async_playwright
 from firmware_sim.adverts import ibeacon
 from gateway.config import Config
 from tests.e2e.test_api import EVERYTHING, at_the_coffee_kiosk, bearer, linked_alice
-from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_path, contrast
+from tests.e2e.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, contrast
 from tests.support.broker import Broker
 from tests.support.peers import Publisher, serve
 
@@ -89,6 +88,9 @@ async def test_staff_pages_need_a_staff_token(
         ) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             board = await _first_event(stream)
+            registry = served.gateway.metrics.registry
+            open_streams = {"stream": "staff"}
+            assert registry.get_sample_value("moments_sse_clients", open_streams) == 1.0
         assert board["map"] is True and board["store"] == served.gateway.config.store_id
         zones = board["zones"]
         assert isinstance(zones, list) and [z["id"] for z in zones] == ["entrance", "coffee"]
@@ -113,7 +115,6 @@ async def test_staff_map_darkens_a_zone_as_devices_arrive(
     publisher: Publisher,
     make_config: Callable[..., Config],
     browser: Browser,
-    tmp_path: Path,
 ) -> None:
     async with serve(_with_geometry(make_config(broker.port))) as served:
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
@@ -148,9 +149,10 @@ async def test_staff_map_darkens_a_zone_as_devices_arrive(
         assert await tiles.last.locator("dt").inner_text() == "Conversion: shown vs holdout"
         assert await tiles.last.locator("dd").inner_text() == "nothing shown yet"
 
-        shot = tmp_path / "staff-dashboard.png"
+        ARTIFACTS.mkdir(exist_ok=True)  # kept with the kiosk screenshots (./artifacts)
+        shot = ARTIFACTS / "staff-dashboard.png"
         await page.screenshot(path=str(shot), full_page=True)
-        print(f"staff dashboard screenshot: {shot}")
+        assert shot.stat().st_size > 0
 
 
 async def _until(
@@ -228,7 +230,6 @@ async def test_door_counts_and_a_nodes_will_reach_the_staff_stream(
             figures = board["figures"]
             assert figures["visitors_source"] == "doors"
             assert sum(figures["hourly"]["visitors"]) == 7
-            assert "visitors per hour" not in figures["missing"]
 
         publisher.publish(door, b'{"v": 1, "door": "door-back", "in": 1, "out": 0}', qos=0)
         publisher.publish(door, b"not json", qos=0)
@@ -293,3 +294,26 @@ async def test_todays_figures_follow_a_shopper_from_recognition_to_the_till(
             assert holdout["treated_rate"] == round(1 / holdout["shown"], 4)
             assert "small" in holdout["warning"] or "exposed" in holdout["warning"]
             assert shopper not in json.dumps(board)
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize(("proxies", "secure"), [(["127.0.0.1"], True), (["10.0.0.9"], False)])
+async def test_cookies_are_secure_behind_a_trusted_tls_proxy(
+    broker: Broker, make_config: Callable[..., Config], proxies: list[str], secure: bool
+) -> None:
+    """The proxy terminates TLS and says so in X-Forwarded-Proto: believed from a trusted
+    proxy (the staff and kiosk cookies are then marked Secure), ignored from anyone else."""
+    config = make_config(broker.port)
+    config = msgspec.structs.replace(
+        config, http=msgspec.structs.replace(config.http, trusted_proxies=proxies)
+    )
+    async with serve(config) as served:
+        shoppers = served.gateway.shoppers
+        https = {"X-Forwarded-Proto": "https"}
+        staff, _ = await shoppers.issue("staff", "sam")
+        kiosk, _ = await shoppers.issue("kiosk", "kiosk-1")
+        for path, token in (("/staff", staff), ("/kiosk/kiosk-1", kiosk)):
+            moved = await served.client.get(f"{path}?token={token}", headers=https)
+            assert moved.status_code == 303, path
+            flags = [f.strip().lower() for f in moved.headers["set-cookie"].split(";")]
+            assert ("secure" in flags) is secure, (path, flags)

@@ -272,6 +272,12 @@ def test_only_the_given_environ_is_read(monkeypatch: pytest.MonkeyPatch) -> None
             "below presence.enter_rssi_dbm (-80)",
         ),
         (
+            '[http]\ntrusted_proxies = ["127.0.0.1", "proxy.local"]\n',
+            "http.trusted_proxies[1]",
+            "proxy.local",
+            "an IP address or network",
+        ),
+        (
             "[broker]\nbackoff_min_s = 5.0\nbackoff_max_s = 1.0\n",
             "broker.backoff_max_s",
             1.0,

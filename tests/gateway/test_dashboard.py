@@ -49,9 +49,7 @@ def _config(*, geometry: bool = True) -> Config:
 def test_zones_carry_counts_and_a_shade_against_the_fullest_zone() -> None:
     board = build(
         _config(),
-        Reading(
-            now=100.0, anonymous={"coffee": 90}, occupancy={"coffee": 30}, present={"coffee": 2}
-        ),
+        Reading(now=100.0, anonymous_total=90, occupancy={"coffee": 30}, present={"coffee": 2}),
     )
     entrance, coffee = board.zones
     assert (entrance.anonymous, entrance.present, entrance.shade) == (0, 0, 0.0)
@@ -170,19 +168,24 @@ def test_figures_sum_the_counts_and_say_what_is_missing() -> None:
         redeemed_unattributed={10: 1},
     )
     reading = Reading(
-        now=0.0, anonymous={"entrance": 7, "coffee": 3}, present={"coffee": 2}, today=today, hour=10
+        now=0.0,
+        anonymous_total=10,
+        anonymous_hourly=[0] * 9 + [6, 4],
+        present={"coffee": 2},
+        today=today,
+        hour=10,
     )
     figures = build(_config(), reading).figures
     assert (figures.visitors, figures.shoppers_present, figures.recognised) == (10, 2, 5)
     assert figures.visitors_source == ANONYMOUS_DEVICES
-    assert (figures.offers_shown, figures.redemptions, figures.conversion) == (40, 4, 0.1)
+    assert (figures.offers_shown, figures.redemptions) == (40, 4)
     # one series per figure, from local midnight to the current hour
     assert figures.hourly["recognised"] == [0] * 9 + [3, 2]
     assert figures.hourly["offers_shown"] == [0] * 9 + [30, 10]
     assert figures.hourly["redemptions"] == [0] * 10 + [4]
-    assert "visitors" not in figures.hourly and figures.missing == ["visitors per hour"]
+    assert figures.hourly["visitors"] == [0] * 9 + [6, 4] and figures.missing == []
     none = build(_config(), Reading(now=0.0)).figures
-    assert none.conversion is None and none.recognised is None and none.holdout is None
+    assert none.recognised is None and none.holdout is None
     assert "offers shown" in none.missing and "holdout" in none.missing
 
 
@@ -215,19 +218,16 @@ def test_an_arm_never_converts_more_than_it_was_exposed() -> None:
 
 
 def test_door_counters_give_the_visitors_and_the_hourly_series_when_they_count() -> None:
-    reading = Reading(
-        now=0.0, anonymous={"entrance": 7, "coffee": 3}, door_entries=42, door_hourly=[0, 12, 30]
-    )
+    reading = Reading(now=0.0, anonymous_total=10, door_entries=42, door_hourly=[0, 12, 30])
     figures = build(_config(), reading).figures
     assert (figures.visitors, figures.visitors_source) == (42, DOORS)
     assert figures.hourly["visitors"] == [0, 12, 30]
-    assert "visitors per hour" not in figures.missing
     quiet = build(_config(), Reading(now=0.0, door_entries=0, door_hourly=[0])).figures
     assert (quiet.visitors, quiet.visitors_source) == (0, DOORS)  # a counter at zero counts
 
 
 def test_equal_readings_give_equal_dashboards() -> None:
-    reading = Reading(now=5.0, anonymous={"coffee": 1}, beacons={"b": "silent"})
+    reading = Reading(now=5.0, anonymous_total=1, beacons={"b": "silent"})
     config = _config()
     assert msgspec.json.encode(build(config, reading)) == msgspec.json.encode(
         build(config, reading)

@@ -27,7 +27,9 @@ def test_store_and_broker_up_is_ready() -> None:
     assert answer["reasons"] == []
     assert answer["components"]["store"] == {"ready": True, "state": "ok"}
     assert answer["components"]["broker"]["ready"] is True
-    assert set(answer["components"]) == {"store", "broker", "radio", "hq"}
+    assert set(answer["components"]) == {"config", "store", "broker", "radio", "hq"}
+    assert answer["components"]["config"]["ready"] is True
+    assert answer["degraded"] == []
 
 
 @pytest.mark.parametrize(
@@ -76,3 +78,15 @@ def test_a_missing_component_is_unknown_and_not_ready() -> None:
     assert answer["ready"] is False
     assert answer["components"]["store"] == {"ready": False, "state": "unknown"}
     assert answer["reasons"] == ["store is unknown"]
+
+
+def test_a_store_may_declare_it_serves_without_sensing() -> None:
+    down = components(broker="backoff", radio="disabled")
+    answer = readiness(down, store_id="store-9", sensing_required=False)
+    assert answer["ready"] is True and answer["reasons"] == []
+    (why,) = answer["degraded"]
+    assert why.startswith("no sensing source") and "backoff" in why
+    assert answer["components"]["config"]["detail"] == "store store-9"
+    # the store is never optional
+    failed = components(store="failed", broker="backoff")
+    assert readiness(failed, sensing_required=False)["ready"] is False

@@ -20,6 +20,7 @@ from firmware_sim.adverts import ibeacon
 from firmware_sim.scenario import APP_UUID
 from gateway.config import Config
 from gateway.http import create_app
+from gateway.http.serving import uvicorn_config
 from gateway.nodes import Advert, encode_batch
 from gateway.runtime import Gateway
 from tests.support.broker import free_port
@@ -94,14 +95,8 @@ async def serve(config: Config) -> AsyncIterator[Served]:
     port = free_port()
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=3,
+        uvicorn_config(
+            app, config, host="127.0.0.1", port=port, loop="none", timeout_graceful_shutdown=3
         )
     )
     task = asyncio.create_task(server.serve(), name="uvicorn")

@@ -90,6 +90,13 @@ class Metrics:
             ["stream", "result"],
             registry=r,
         )
+        self.sync_lag = Gauge(
+            "moments_sync_lag_seconds",
+            "Seconds from HQ issuing the last message of each stream to this store committing "
+            "it (HQ's clock against the store's)",
+            ["stream"],
+            registry=r,
+        )
         self.sync_rejected = Counter(
             "moments_sync_rejected",
             "HQ messages rejected, by stream and reason (nothing of them applied)",

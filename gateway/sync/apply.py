@@ -578,6 +578,7 @@ class Outcome:
     op: ApplyOp | None
     reason: str = ""
     detail: str = ""
+    issued_at: int = 0  # HQ's clock when it issued the message, ms (0: not said)
 
     @property
     def rejected(self) -> bool:
@@ -644,7 +645,13 @@ class StreamApplier:
             issued_at=message.issued_at,
             store_id=self._store_id,
         )
-        return Outcome(stream=message.stream, kind=message.kind, seq=message.seq, op=op)
+        return Outcome(
+            stream=message.stream,
+            kind=message.kind,
+            seq=message.seq,
+            op=op,
+            issued_at=message.issued_at,
+        )
 
     def committed(self, outcome: Outcome, result: OpResult) -> ResyncRequest | None:
         """Account for ``outcome``'s op, durably committed with ``result``: count it, apply

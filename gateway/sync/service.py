@@ -105,6 +105,7 @@ class HqSync:
         )
         self._applied = metrics.sync_messages
         self._rejected = metrics.sync_rejected
+        self._lag = metrics.sync_lag
         self._receipt_rejects = RateLimitedLog(log)
         self._closed = asyncio.Event()
 
@@ -160,6 +161,9 @@ class HqSync:
             )
             return
         self._applied.labels(stream=outcome.stream, result=str(result)).inc()
+        if outcome.issued_at > 0:
+            lag_s = self._clock.now() - outcome.issued_at / 1000
+            self._lag.labels(stream=outcome.stream).set(max(0.0, lag_s))
         request = self.applier.committed(outcome, result)
         if request is not None:
             await self._ask(request)

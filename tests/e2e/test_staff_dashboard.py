@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +20,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser, async_playwright
 
 from firmware_sim.adverts import ibeacon
+from firmware_sim.floorplan import gateway_config, load_scenario
+from firmware_sim.live import run_live
 from gateway.config import Config
 from tests.e2e.test_api import EVERYTHING, at_the_coffee_kiosk, bearer, linked_alice
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, contrast
 from tests.support.broker import Broker
+from tests.support.gateway_process import running_gateway
 from tests.support.peers import Publisher, serve
 
 OTHER_UUID = "7d4a5b60-0c1e-4a8e-9d0f-3b2a1c0d9e8f"  # no shopper app's: anonymous devices
@@ -317,3 +323,59 @@ async def test_cookies_are_secure_behind_a_trusted_tls_proxy(
             assert moved.status_code == 303, path
             flags = [f.strip().lower() for f in moved.headers["set-cookie"].split(";")]
             assert ("secure" in flags) is secure, (path, flags)
+
+
+@pytest.mark.browser
+@pytest.mark.mqtt
+async def test_the_simulated_supermarket_fills_the_staff_map(
+    broker: Broker, browser: Browser, tmp_path: Path
+) -> None:
+    """The supermarket scenario's crowd walks in (its scanner nodes on the broker, its phones
+    rotating their addresses) while the dashboard is open in Chromium: zones darken, the
+    visitors count climbs, and the scanner nodes come online on the map."""
+    scenario = load_scenario("supermarket").with_changes(duration_s=300.0, population__shoppers=80)
+    config_file = tmp_path / "moments.toml"
+    config_file.write_text(f'store_id = "{scenario.store_id}"\n' + gateway_config(scenario))
+    async with running_gateway(config_file, tmp_path, broker.port) as (config, base):
+        issue = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "token", "issue", "--role", "staff",
+            "--subject", "sam", "-c", str(config_file),
+            env={**os.environ, "MOMENTS_DATA_DIR": str(config.data_path)},
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        issued, _ = await asyncio.wait_for(issue.communicate(), 60)
+        assert issue.returncode == 0
+        token = json.loads(issued)["token"]
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(f"{base}/staff?token={token}")
+        zones = page.locator("#map polygon.zone")
+        await zones.first.wait_for(timeout=10_000)
+        assert await zones.count() == len(scenario.zones)
+        shades = await zones.evaluate_all("z => z.map(e => Number(e.dataset.shade))")
+        assert shades == [0] * len(scenario.zones)
+
+        simulation = asyncio.create_task(
+            run_live(config, scenario, speed=10.0, warm_up_s=120.0, progress=lambda _line: None)
+        )
+        try:
+            await page.wait_for_function(
+                "() => [...document.querySelectorAll('#map polygon.zone')]"
+                ".some(z => Number(z.dataset.shade) >= 0.2)",
+                timeout=20_000,
+            )
+            nodes_online = page.locator("#map .marker.ok[aria-label^='Node ']")
+            await nodes_online.first.wait_for(timeout=10_000)
+            # The door counter's entries (the scenario has one), once it has counted some.
+            await page.wait_for_function(
+                "() => Number(document.querySelector('#figures dd').textContent) > 0",
+                timeout=20_000,
+            )
+            source = await page.locator("#figures dt").first.inner_text()
+            assert source == "Visitors (doors)"
+        finally:
+            report = await simulation
+        assert report.sent["node_batch"] > 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "staff-dashboard-supermarket.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 0

@@ -335,6 +335,10 @@ class GatewayProcess:
         """One sample of ``/metrics`` (0 when absent)."""
         return sum(v for found, v in self._samples(name) if found == dict(labels))
 
+    def has_metric(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Whether ``/metrics`` has that sample at all."""
+        return any(found == dict(labels) for found, _v in self._samples(name))
+
     def metric_total(self, name: str) -> float:
         """The sum of every sample of ``name`` (0 when absent)."""
         return sum(v for _labels, v in self._samples(name))

@@ -623,6 +623,10 @@ def test_a_gap_makes_the_store_resync_from_hqs_log(site: Site) -> None:
     gateway.wait_hq_up()
     desk.publish("offers", _offers(range(10)))  # seq 1
     _wait_applied(gateway, "offers", "applied", 1)
+    # HQ's stamp against the store's clock: the same machine here, so well under a minute.
+    offers = {"stream": "offers"}
+    assert gateway.has_metric("moments_sync_lag_seconds", offers)
+    assert 0.0 <= gateway.metric("moments_sync_lag_seconds", offers) < 60.0
     # HQ logged seqs 2..4 but its publisher died before sending them (lost in transit).
     lost = desk.issue_unsent("offers", _offers(range(10, 160)))
     assert (lost.first_seq, lost.last_seq) == (2, 4)

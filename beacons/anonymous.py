@@ -28,6 +28,7 @@ class AnonymousCounter:
     __slots__ = (
         "_entropy",
         "_first",
+        "_hourly",
         "_key",
         "_keyed",
         "_offset_s",
@@ -49,7 +50,8 @@ class AnonymousCounter:
         self._keyed = hashlib.blake2b(digest_size=8)
         self._period = -1
         self._seen: dict[str, set[bytes]] = {}
-        self._first: dict[bytes, int] = {}  # digest -> hour of the period it was first heard
+        self._first: set[bytes] = set()  # every digest of the period, once
+        self._hourly: list[int] = []  # devices by the hour of the period first heard
 
     def observe(self, zone: str, device: bytes, now: float) -> None:
         self._rotate(now)
@@ -58,7 +60,11 @@ class AnonymousCounter:
         digest = hasher.digest()
         self._seen.setdefault(zone, set()).add(digest)
         if digest not in self._first:
-            self._first[digest] = int(((now + self._offset_s) % self._period_s) // 3600)
+            self._first.add(digest)
+            hour = int(((now + self._offset_s) % self._period_s) // 3600)
+            if hour >= len(self._hourly):
+                self._hourly.extend([0] * (hour + 1 - len(self._hourly)))
+            self._hourly[hour] += 1
 
     def counts(self, now: float) -> dict[str, int]:
         self._rotate(now)
@@ -73,11 +79,7 @@ class AnonymousCounter:
         """Devices by the hour of the period they were first heard, up to the current hour."""
         self._rotate(now)
         hours = int(((now + self._offset_s) % self._period_s) // 3600) + 1
-        out = [0] * hours
-        for hour in self._first.values():
-            if hour < hours:
-                out[hour] += 1
-        return out
+        return (self._hourly + [0] * hours)[:hours]
 
     def _rotate(self, now: float) -> None:
         period = int((now + self._offset_s) // self._period_s)
@@ -86,7 +88,8 @@ class AnonymousCounter:
             self._key = self._entropy(32)
             self._keyed = hashlib.blake2b(key=self._key, digest_size=8)
             self._seen = {}
-            self._first = {}
+            self._first = set()
+            self._hourly = []
 
 
 class RecentCounter:

@@ -39,8 +39,8 @@ from bench.results import Result
 from bench.shopper import ScannerNode
 from bench.wrk import WrkReport, run_wrk
 from firmware_sim.adverts import ibeacon
-from firmware_sim.runner import seed_store
 from firmware_sim.scenario import APP_UUID, demo_records
+from firmware_sim.seeding import seed_records
 from gateway.config import Config, load_config
 
 __all__ = ["NAME", "P99_NAME", "Settings", "run"]
@@ -85,7 +85,7 @@ async def run(settings: Settings, repo: Path, out: Out) -> list[Result]:
         gateway_port, hello_port = free_port(), free_port()
         env = gateway_env(folder / "data", broker_port, gateway_port)
         config = load_config(repo / CONFIG_FILE, environ=env)
-        await seed_store(config, demo_records(time.time()))
+        await seed_records(config, demo_records(time.time()))
         # The kiosk's own token, as a real screen has it: every request is authenticated.
         auth = {"Authorization": f"Bearer {await kiosk_token(repo, env)}"}
         out(

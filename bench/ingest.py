@@ -78,7 +78,7 @@ class Settings:
         return cls(3 if quick else 5)
 
 
-def _records(rng: random.Random) -> tuple[list[Record], list[bytes]]:
+def shopper_records(rng: random.Random) -> tuple[list[Record], list[bytes]]:
     granted = {p.value: PurposeState(granted=True, at=T0 - 86_400) for p in Purpose}
     records: list[Record] = []
     keys: list[bytes] = []
@@ -91,7 +91,7 @@ def _records(rng: random.Random) -> tuple[list[Record], list[bytes]]:
     return records, keys
 
 
-def _messages(rng: random.Random, keys: list[bytes]) -> list[InboundMessage]:
+def busy_floor(rng: random.Random, keys: list[bytes]) -> list[InboundMessage]:
     opted_in = round(IN_RANGE * OPTED_IN_SHARE)
     devices: list[tuple[bytes, str]] = [
         (eddystone_eid(eid_for_time(key, EXPONENT, T0)), "") for key in rng.sample(keys, opted_in)
@@ -143,7 +143,7 @@ async def _run(settings: Settings, out: Out) -> list[Result]:
         writer = Writer(db)
         writer.start()
         try:
-            records, keys = _records(rng)
+            records, keys = shopper_records(rng)
             await writer.write(db.put_op(records))
             clock = ManualClock(float(T0))
             events: list[PresenceEvent] = []
@@ -155,7 +155,7 @@ async def _run(settings: Settings, out: Out) -> list[Result]:
                 raise BenchError(
                     f"{NAME}: the EID table holds {len(sensing.identities.eids)} shoppers"
                 )
-            messages = _messages(rng, keys)
+            messages = busy_floor(rng, keys)
             adverts = len(messages) * BATCH
             out(
                 f"{NAME}: {SHOPPERS} shoppers with EID keys in LMDB, {IN_RANGE} devices in "

@@ -25,7 +25,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import decision, decode, http_offer, ingest, outbox, presence, sync
+from bench import decision, decode, http_offer, ingest, outbox, presence, staff, sync
 from bench import signal as signal_to_screen
 from bench.broker import find_mosquitto
 from bench.errors import BenchError
@@ -43,6 +43,7 @@ NAMES = (
     decode.NAME,
     ingest.NAME,
     decision.NAME,
+    staff.NAME,
     *SYNC_NAMES,
     outbox.NAME,
     signal_to_screen.NAME,
@@ -63,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += ingest.run(ingest.Settings.for_mode(quick=args.quick), _say)
         if decision.NAME in selected:
             results += decision.run(decision.Settings.for_mode(quick=args.quick), _say)
+        if staff.NAME in selected:
+            results += staff.run(staff.Settings.for_mode(quick=args.quick), _say)
         if selected.intersection(SYNC_NAMES):
             snapshot = sync.SnapshotSettings.for_mode(quick=args.quick)
             delta = sync.DeltaSettings.for_mode(quick=args.quick)

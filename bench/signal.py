@@ -81,8 +81,8 @@ from bench.probe import http_get
 from bench.procs import Child, Children, free_port, wait_ready
 from bench.results import Result
 from firmware_sim.adverts import ibeacon, phone_noise
-from firmware_sim.runner import seed_store
 from firmware_sim.scenario import APP_UUID, demo_records
+from firmware_sim.seeding import seed_records
 from gateway.config import load_config
 from gateway.errors import LinkError
 from gateway.linkstate import LinkState
@@ -186,7 +186,7 @@ async def run(
             _, broker_port = await start_mosquitto(children, folder, core=load_core)
             gateway_port, relay_port = free_port(), free_port()
             env = gateway_env(folder / "data", broker_port, gateway_port, **_BENCH_ENV)
-            await seed_store(
+            await seed_records(
                 load_config(repo / CONFIG_FILE, environ=env), demo_records(time.time())
             )
             token = await kiosk_token(repo, env)

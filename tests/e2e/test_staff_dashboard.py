@@ -379,3 +379,26 @@ async def test_the_simulated_supermarket_fills_the_staff_map(
         shot = ARTIFACTS / "staff-dashboard-supermarket.png"
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 0
+
+
+@pytest.mark.mqtt
+async def test_a_revoked_staff_token_ends_an_open_stream(
+    broker: Broker, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.http.staff.RECHECK_S", 1.0)  # the token is checked each second
+    async with serve(make_config(broker.port)) as served:
+        shoppers = served.gateway.shoppers
+        token, _ = await shoppers.issue("staff", "sam")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with served.client.stream("GET", "/staff/stream", headers=headers) as response:
+            lines = response.aiter_lines()
+            await _until(lines, lambda _b: True)
+            assert await shoppers.revoke_subject("staff", "sam") == 1
+
+            async def drained() -> None:
+                async for _line in lines:
+                    pass  # keep-alives and updates until the gateway ends the stream
+
+            await asyncio.wait_for(drained(), 10)
+        again = await served.client.get("/staff/stream", headers=headers)
+        assert again.status_code == 401

@@ -50,9 +50,14 @@ from firmware_sim.world import (
     World,
 )
 from gateway.config import Config
+from gateway.doors import DoorCount as Counted
+from gateway.doors import encode_door_count
 from gateway.errors import LinkDownError
 from gateway.mqtt import MqttLink, Will
+from gateway.node_status import encode_status, encode_telemetry
 from gateway.nodes import encode_batch
+from gateway.redemptions import Redemption, encode_redemption
+from gateway.stock import StockItem, encode_stock
 
 __all__ = ["LiveReport", "run_live"]
 
@@ -133,8 +138,8 @@ async def run_live(
             config,
             n.id,
             (),
-            will=Will(f"{prefix}/nodes/{n.id}/status", _status(n.id, "offline")),
-            birth=Will(f"{prefix}/nodes/{n.id}/status", _status(n.id, "online")),
+            will=Will(f"{prefix}/nodes/{n.id}/status", encode_status(n.id, "offline")),
+            birth=Will(f"{prefix}/nodes/{n.id}/status", encode_status(n.id, "online")),
         )
         for n in scenario.nodes
     }
@@ -175,7 +180,10 @@ async def run_live(
             # A node that shuts down cleanly says so (its will is for when it cannot).
             with contextlib.suppress(LinkDownError):
                 link.publish(
-                    f"{prefix}/nodes/{node}/status", _status(node, "offline"), qos=1, retain=True
+                    f"{prefix}/nodes/{node}/status",
+                    encode_status(node, "offline"),
+                    qos=1,
+                    retain=True,
                 )
         await asyncio.sleep(0.2)
         for link in links:
@@ -204,10 +212,6 @@ def _link(
         will=will,
         birth=birth,
     )
-
-
-def _status(node: str, state: str) -> bytes:
-    return json.dumps({"v": 1, "node": node, "state": state}).encode()
 
 
 def _default_base_url(config: Config) -> str:
@@ -299,45 +303,38 @@ class _Drive:
             payload = encode_batch(out.node, out.seq, now, adverts)
             self._publish(self._nodes[out.node], f"nodes/{out.node}/adv", payload, "node_batch")
         elif isinstance(out, NodeTelemetry):
-            body = {
-                "v": 1,
-                "node": out.node,
-                "t": now,
-                "uptime_s": round(out.uptime_s / w.time_factor, 1),
-                "heard": out.heard,
-                "forwarded": out.forwarded,
-                "batches": out.batches,
-                "free_heap": out.free_heap,
-                "wifi_rssi": out.wifi_rssi,
-            }
+            payload = encode_telemetry(
+                out.node,
+                t=now,
+                uptime_s=round(out.uptime_s / w.time_factor, 1),
+                heard=out.heard,
+                forwarded=out.forwarded,
+                batches=out.batches,
+                free_heap=out.free_heap,
+                wifi_rssi=out.wifi_rssi,
+            )
             link = self._nodes[out.node]
-            self._publish(link, f"nodes/{out.node}/telemetry", _json(body), "telemetry")
+            self._publish(link, f"nodes/{out.node}/telemetry", payload, "telemetry")
         elif isinstance(out, StockReport):
-            items = [{"sku": sku, "qty": qty} for sku, qty in out.items]
-            body = {"v": 1, "shelf": out.shelf, "t": now, "items": items}
-            self._publish(
-                self._devices,
-                f"shelves/{out.shelf}/stock",
-                _json(body),
-                "stock",
-                qos=1,
-                retain=True,
-            )
+            payload = encode_stock(out.shelf, [StockItem(*item) for item in out.items], now)
+            topic = f"shelves/{out.shelf}/stock"
+            self._publish(self._devices, topic, payload, "stock", qos=1, retain=True)
         elif isinstance(out, DoorCount):
-            body = {"v": 1, "door": out.door, "t": now, "in": out.entered, "out": out.left}
-            self._publish(self._devices, f"doors/{out.door}/count", _json(body), "door_count")
+            payload = encode_door_count(Counted(out.door, out.entered, out.left, now))
+            self._publish(self._devices, f"doors/{out.door}/count", payload, "door_count")
         elif isinstance(out, RedemptionOut):
-            body = {
-                "v": 1,
-                "lane": out.lane,
-                "offer_id": out.offer_id,
-                "shopper_id": out.shopper_id,
-                "at": now,
-                "receipt": out.receipt,
-            }
-            self._publish(
-                self._devices, f"pos/{out.lane}/redemptions", _json(body), "redemption", qos=1
+            payload = encode_redemption(
+                Redemption(
+                    v=1,
+                    lane=out.lane,
+                    offer_id=out.offer_id,
+                    shopper_id=out.shopper_id,
+                    at=now,
+                    receipt=out.receipt,
+                )
             )
+            topic = f"pos/{out.lane}/redemptions"
+            self._publish(self._devices, topic, payload, "redemption", qos=1)
         elif isinstance(out, AppSightings):
             sightings = [
                 self._sighting(beacon, rssi, now - (w.now - t) / w.time_factor)
@@ -442,10 +439,6 @@ class _Drive:
                 fresh = {a.alert_id for a in alerts} - self._alerts_seen
                 self._alerts_seen |= fresh
                 self._report.staff_alerts += len(fresh)
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _write_truth(path: Path, world: World, *, append: bool) -> None:

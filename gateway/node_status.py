@@ -40,6 +40,8 @@ __all__ = [
     "NodeStatus",
     "NodeTelemetry",
     "State",
+    "encode_status",
+    "encode_telemetry",
     "parse_status",
     "parse_telemetry",
 ]
@@ -144,6 +146,38 @@ def parse_telemetry(
     _check(raw.v, raw.node, topic_node)
     return NodeTelemetry(
         raw.node, raw.t, raw.heard, raw.forwarded, raw.wifi_rssi, raw.free_heap, at=now
+    )
+
+
+def encode_status(node: str, state: State) -> bytes:
+    """A node's status message (simulated nodes, tests): one place owns the wire shape."""
+    return msgspec.json.encode(_StatusIn(v=PROTOCOL_VERSION, node=node, state=state))
+
+
+def encode_telemetry(
+    node: str,
+    *,
+    t: float,
+    heard: int,
+    forwarded: int,
+    uptime_s: float | None = None,
+    batches: int | None = None,
+    free_heap: int | None = None,
+    wifi_rssi: int | None = None,
+) -> bytes:
+    """A node's telemetry message (simulated nodes, tests): one place owns the wire shape."""
+    return msgspec.json.encode(
+        _TelemetryIn(
+            v=PROTOCOL_VERSION,
+            node=node,
+            t=t,
+            heard=heard,
+            forwarded=forwarded,
+            uptime_s=uptime_s,
+            batches=batches,
+            free_heap=free_heap,
+            wifi_rssi=wifi_rssi,
+        )
     )
 
 

@@ -11,6 +11,8 @@ from gateway.node_status import (
     NodeStatus,
     NodeTelemetry,
     State,
+    encode_status,
+    encode_telemetry,
     parse_status,
     parse_telemetry,
 )
@@ -33,6 +35,16 @@ def test_good_reports_decode() -> None:
         "n", b'{"v": 1, "node": "n", "t": 1.0, "heard": 0, "forwarded": 0}', LIMITS, now=0.0
     )
     assert wired.wifi_rssi is None and wired.free_heap is None
+
+
+def test_the_encoders_write_what_the_parsers_read() -> None:
+    assert parse_status("n", encode_status("n", "offline"), LIMITS) == NodeStatus("n", "offline")
+    payload = encode_telemetry(
+        "n", t=2.5, heard=10, forwarded=9, uptime_s=60.0, batches=3, free_heap=100, wifi_rssi=-70
+    )
+    assert parse_telemetry("n", payload, LIMITS, now=3.0) == NodeTelemetry(
+        "n", 2.5, 10, 9, -70, 100, 3.0
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ Truth
     shopper walking through) are *don't care*. An open stay (``end is None``) is scored for
     its entry when it started at least ``min_stay_s`` before the end of the run (``run_end``,
     by default the latest time in truth or events), else it is don't care; it has no exit.
+    When the caller gives ``run_end`` (the run stopped then), the exit of a scored stay that
+    ended less than ``leave_tolerance_s`` before it is don't care: no detector could be held
+    to report it before the run stopped.
     Stays of one shopper in one zone must not overlap (ValueError).
 
 Matching, per (shopper, zone, kind)
@@ -308,7 +311,7 @@ class _TruthEvent:
 
 
 def _truth_events(
-    stays: Sequence[Stay], params: ScoreParams, run_end: float
+    stays: Sequence[Stay], params: ScoreParams, run_end: float, *, ended: bool
 ) -> dict[_Key, list[_TruthEvent]]:
     """Truth events per (shopper, zone, kind), in time order."""
     out: defaultdict[_Key, list[_TruthEvent]] = defaultdict(list)
@@ -324,8 +327,11 @@ def _truth_events(
             _TruthEvent(s.start, scored, s.start - enter_tol, high)
         )
         if s.end is not None:
+            # An exit too close to the end of the run for any detector to have reported it
+            # within the tolerance is don't care, not a miss.
+            seen_through = not ended or run_end - s.end >= leave_tol
             out[(s.shopper, s.zone, "left")].append(
-                _TruthEvent(s.end, scored, s.end - leave_tol, s.end + leave_tol)
+                _TruthEvent(s.end, scored and seen_through, s.end - leave_tol, s.end + leave_tol)
             )
     for events in out.values():
         events.sort(key=lambda e: e.t)
@@ -386,13 +392,14 @@ def score(
     events = list(observed)
     _check_stays(stays)
 
+    ended = run_end is not None
     if run_end is None:
         times = [s.start for s in stays]
         times += [s.end for s in stays if s.end is not None]
         times += [e.t for e in events]
         run_end = max(times, default=0.0)
 
-    truth_by_key = _truth_events(stays, params, run_end)
+    truth_by_key = _truth_events(stays, params, run_end, ended=ended)
     obs_by_key: defaultdict[_Key, list[float]] = defaultdict(list)
     for e in events:
         obs_by_key[(e.shopper, e.zone, e.kind)].append(e.t)

@@ -103,6 +103,23 @@ def test_missed_exit() -> None:
     assert s.per_zone["A"].left.recall == 0.0
 
 
+def test_an_exit_as_the_run_stops_is_not_a_miss() -> None:
+    # Alice left 5 s before the run stopped: no detector can be held to say so within 15 s.
+    truth = [Stay("alice", "A", 0.0, 95.0)]
+    s = score(truth, [ent("alice", "A", 1.0)], shopper_hours=1.0, run_end=100.0)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 0)
+    # Seen all the same: absorbed, neither a hit nor a false alarm.
+    seen = [ent("alice", "A", 1.0), lft("alice", "A", 99.0)]
+    s = score(truth, seen, shopper_hours=1.0, run_end=100.0)
+    assert (s.tp, s.fp, s.fn, s.dont_care_events) == (1, 0, 0, 1)
+    # 15 s or more before the stop it is scored, and missed.
+    s = score(truth, [ent("alice", "A", 1.0)], shopper_hours=1.0, run_end=110.0)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 1)
+    # Without a stop time the run ends at the last time seen, and every exit is scored.
+    s = score(truth, [ent("alice", "A", 1.0)], shopper_hours=1.0)
+    assert (s.tp, s.fp, s.fn) == (1, 0, 1)
+
+
 def test_closest_detection_wins_ties_go_to_the_earlier() -> None:
     truth = [Stay("alice", "A", 10.0, 100.0)]
     observed = [ent("alice", "A", 15.0), ent("alice", "A", 5.0), lft("alice", "A", 100.0)]

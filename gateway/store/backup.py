@@ -25,6 +25,14 @@ never deleted) and renames the copy into place: the store folder is always eithe
 or the complete new one. Without ``force`` it only fills an empty place and refuses to replace a
 store that holds data.
 
+Before the copy goes into place, its outbox sequence (``sync/outbox_seq``) is moved up to at
+least the restore's time in milliseconds. HQ keeps each event once by ``(store, seq)``: the
+store that ran between the backup and the restore used sequences the copy does not know about,
+and events numbered again from the copy's counter would be taken at HQ for those and dropped.
+Sequences are far below a millisecond clock (a store makes far fewer than 1,000 events a
+second, and the same holds after an earlier restore's jump), so the new events' sequences were
+never used; the events already in the copy's outbox keep theirs, and HQ drops the ones it has.
+
 The lock. The gateway holds :func:`hold_lock` on its store for as long as it has the store
 open (enter it before ``Database.open()``, leave it after ``Database.close()``)::
 
@@ -51,6 +59,7 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +73,7 @@ import msgspec
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreError
 from gateway.store import codec
-from gateway.store.database import DATABASES
+from gateway.store.database import DATABASES, OUTBOX_SEQ_KEY
 
 __all__ = [
     "DATA_FILE",
@@ -86,6 +95,7 @@ LOCK_FILE: Final = "moments.lock"
 MANIFEST_VERSION: Final = 1
 _LMDB_LOCK_FILE: Final = "lock.mdb"
 _SCHEMA_KEY: Final = b"schema_version"
+_U64: Final = struct.Struct(">Q")
 _CHUNK: Final = 1 << 20
 
 
@@ -119,6 +129,7 @@ class RestoreInfo:
     schema_version: int
     size: int
     sha256: str
+    outbox_seq: int = 0  # the outbox's last sequence now (the next event gets one more)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -128,6 +139,7 @@ class RestoreInfo:
             "schema_version": self.schema_version,
             "size": self.size,
             "sha256": self.sha256,
+            "outbox_seq": self.outbox_seq,
         }
 
 
@@ -348,13 +360,20 @@ def restore(src: Path, db_path: Path, *, force: bool, clock: Clock | None = None
         stack.callback(shutil.rmtree, staging, ignore_errors=True)  # gone when all went well
         stack.enter_context(hold_lock(staging))
         _stage(src, staging, manifest)
+        outbox_seq = _advance_outbox(staging, now)
         previous = _swap(db_path, staging, now)
     log.info(
         "store restored",
         extra={"size": manifest.size, "schema_version": manifest.schema_version},
     )
     return RestoreInfo(
-        db_path, src, previous, manifest.schema_version, manifest.size, manifest.sha256
+        db_path,
+        src,
+        previous,
+        manifest.schema_version,
+        manifest.size,
+        manifest.sha256,
+        outbox_seq,
     )
 
 
@@ -429,6 +448,30 @@ def _stage(src: Path, staging: Path, manifest: _Manifest) -> None:
             f"backup in {src} has schema {_schema_version(raw)}, "
             f"its manifest says {manifest.schema_version}"
         )
+
+
+def _advance_outbox(staging: Path, now: float) -> int:
+    """Move the staged copy's outbox sequence up to ``now`` in milliseconds (module notes);
+    returns the sequence it holds after."""
+    floor = int(now * 1000)
+    try:
+        env = lmdb.open(str(staging), create=False, lock=False, max_dbs=len(DATABASES) + 4)
+    except lmdb.Error as exc:
+        raise StoreError(f"the restored copy does not open for writing: {exc}") from exc
+    try:
+        with env.begin(write=True) as txn:
+            sync = env.open_db(b"sync", txn=txn)
+            raw = txn.get(OUTBOX_SEQ_KEY, db=sync)
+            seq = 0 if raw is None or len(raw) != _U64.size else _U64.unpack(bytes(raw))[0]
+            if seq < floor:
+                seq = floor
+                txn.put(OUTBOX_SEQ_KEY, _U64.pack(seq), db=sync)
+        env.sync(True)
+    except lmdb.Error as exc:
+        raise StoreError(f"cannot move the restored outbox's sequence on: {exc}") from exc
+    finally:
+        env.close()
+    return seq
 
 
 def _swap(db_path: Path, staging: Path, now: float) -> Path | None:

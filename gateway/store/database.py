@@ -125,6 +125,8 @@ _IDENTITY_GENERATION: Final = b"identity_generation"
 _IDENTITY_KINDS: Final = (ConsentRecord, IdentityRecord, EidKeyRecord, IrkRecord)
 _HLC: Final = struct.Struct(">Q")
 HQ_CONFIG_KEY: Final = b"hq_config"
+OUTBOX_SEQ_KEY: Final = b"outbox_seq"
+"""In ``sync``: the outbox's last sequence (8 bytes, big-endian; ``gateway.sync.outbox``)."""
 """``meta`` key of the body of the last applied message of HQ's ``config`` stream (JSON)."""
 
 

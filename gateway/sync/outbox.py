@@ -31,7 +31,7 @@ from typing import Any, Final, NamedTuple, cast
 import lmdb
 
 from gateway.errors import StoreError
-from gateway.store.database import Database
+from gateway.store.database import OUTBOX_SEQ_KEY, Database
 from gateway.sync.envelope import EVENT_TYPES, Event, EventType, encode_event
 
 __all__ = [
@@ -55,7 +55,7 @@ PROTECTED_TYPES: Final = frozenset({"consent", "erasure", "rejection"})
 MAX_EVENT_BYTES: Final = 1 << 16
 MAX_PENDING: Final = 4096
 
-_SEQ_KEY: Final = b"outbox_seq"
+_SEQ_KEY: Final = OUTBOX_SEQ_KEY
 _BYTES_KEY: Final = b"outbox_bytes"
 _LAYOUT: Final = 1
 _PERISHABLE: Final = 0x01

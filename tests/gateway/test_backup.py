@@ -29,6 +29,7 @@ from gateway.store.backup import (
 from gateway.store.cli import register
 from gateway.store.codec import CURRENT_VERSION
 from gateway.store.writer import WriteOp
+from gateway.sync.outbox import enqueue_op
 
 COUNT_KEY = b"test_shoppers"
 NOW = 1_750_000_000.0
@@ -58,6 +59,16 @@ class Clock:
 
     def monotonic(self) -> float:
         return 0.0
+
+
+class Later(Clock):
+    """The fixed wall clock, ``by`` seconds on."""
+
+    def __init__(self, by: float) -> None:
+        self._by = by
+
+    def now(self) -> float:
+        return NOW + self._by
 
 
 def add_shopper(db: Database) -> WriteOp[int]:
@@ -223,6 +234,42 @@ def test_restore_round_trip_keeps_the_replaced_store_aside(tmp_path: Path) -> No
     second = restore(dest, store, force=True, clock=Clock())  # same second: a new name
     assert second.previous == tmp_path / "store.before-restore-20250615T150640Z-2"
     assert leftovers(tmp_path) == []
+
+
+def _enqueue(path: Path, events: int) -> list[int]:
+    """Queue ``events`` HQ events in the store at ``path``; their outbox sequences."""
+    db = Database(path, map_size=1 << 22)
+    db.open()
+    try:
+        seqs = []
+        for i in range(events):
+            with db.env.begin(write=True) as txn:
+                op = enqueue_op(db, "store-1", "visit", {"zone": "coffee"}, i, perishable=True)
+                seqs.append(op(txn))
+        return seqs
+    finally:
+        db.close()
+
+
+def test_events_after_a_restore_never_reuse_a_sequence_hq_may_hold(tmp_path: Path) -> None:
+    store, dest = tmp_path / "store", tmp_path / "backup"
+    make_store(store, 1)
+    before = _enqueue(store, 3)
+    backup(store, dest)
+    sent_since = _enqueue(store, 4)  # made (and perhaps received by HQ) after the backup
+    done = restore(dest, store, force=True, clock=Clock())
+    assert done.outbox_seq == int(NOW * 1000) and done.to_json()["outbox_seq"] == done.outbox_seq
+    after = _enqueue(store, 2)
+    assert after == [done.outbox_seq + 1, done.outbox_seq + 2]
+    assert not set(after) & set(before + sent_since)
+    # A second restore a minute later: on from the clock again, past everything made since.
+    again = restore(dest, store, force=True, clock=Later(60.0))
+    assert again.outbox_seq == int((NOW + 60.0) * 1000) > after[-1]
+    # A copy whose counter is already past the clock keeps its own.
+    backup(store, tmp_path / "later")
+    _enqueue(store, 1)
+    kept = restore(tmp_path / "later", store, force=True, clock=Clock())
+    assert kept.outbox_seq == again.outbox_seq
 
 
 def test_restore_into_an_empty_place(tmp_path: Path) -> None:

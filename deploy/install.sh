@@ -7,8 +7,8 @@
 #   1. apt packages: python3-venv, mosquitto, mosquitto-clients, bluez, dbus (only those missing)
 #   2. the system user and group `moments` (no login, no home), a member of `bluetooth`
 #   3. folders: /opt/moments (code, root's), /etc/moments and /etc/moments/tls (root:moments
-#      0750), /var/lib/moments (the store) and /var/backups/moments (for `moments store
-#      backup`), both moments:moments 0750
+#      0750: the gateway's, closed to everyone else, Mosquitto included), /var/lib/moments (the
+#      store) and /var/backups/moments (for `moments store backup`), both moments:moments 0750
 #   4. a venv at /opt/moments/.venv with the package installed from the checkout or a wheel, and
 #      the command /usr/local/bin/moments (a link into the venv) unless that name is taken
 #   5. /etc/moments/moments.toml (root:moments 0640) from --config (default
@@ -17,33 +17,53 @@
 #      when the source has no broker password, [broker] username "gateway" (when empty) and a
 #      new random password, which is never printed. An existing file is kept; a warning says
 #      when it lacks that data_dir or a broker login.
-#   6. certificates and keys given as options into /etc/moments/tls (keys 0640)
+#   6. certificates and keys given as options: the gateway's into /etc/moments/tls (ca.crt,
+#      store.crt, hq-ca.crt; store.key root:moments 0640), and Mosquitto's own copies into
+#      /etc/mosquitto/certs (certificates root:root 0644, keys root:mosquitto 0640), which the
+#      `mosquitto` user reads: ca.crt, broker.crt and broker.key (the LAN's TLS listener) and,
+#      for the HQ bridge only (--hq-bridge, or bridge-hq.conf installed), hq-ca.crt, store.crt
+#      and store.key. A copy whose option is not given is taken from the file already in
+#      /etc/moments/tls, so a re-run keeps the copies in step with the gateway's files.
 #   7. broker configuration, when deploy/mosquitto exists, where deploy/mosquitto/README.md
 #      puts it, each file only when absent (operators add logins and ACL blocks afterwards):
 #      moments.conf as /etc/mosquitto/mosquitto.conf (the package's file is kept as
-#      mosquitto.conf.before-moments), moments.acl as /etc/mosquitto/moments.acl and, with
-#      --hq-bridge, bridge-hq.conf into /etc/mosquitto/conf.d/ (STORE_ID replaced by store_id
-#      of moments.toml in both); /etc/mosquitto/moments.passwd (root:mosquitto 0640) gets the
-#      gateway's login from moments.toml, hashed, when step 5 wrote moments.toml or the file
-#      has no line for that username (other logins in it are kept), else it is created empty
-#      when absent; then Mosquitto is restarted when its TLS files are in place
+#      mosquitto.conf.before-moments), moments.acl as /etc/mosquitto/moments.acl, with
+#      --hq-bridge bridge-hq.conf into /etc/mosquitto/conf.d/ (STORE_ID replaced by store_id of
+#      moments.toml in both, except in explanatory comments: lines starting "# "), and
+#      tls-listener.conf as /etc/mosquitto/conf.d/moments-tls.conf only once
+#      /etc/mosquitto/certs holds broker.crt and broker.key (without them Mosquitto would not
+#      start: it then listens on 127.0.0.1:1883 only); /etc/mosquitto/moments.passwd
+#      (root:mosquitto 0640) gets the gateway's login from moments.toml, hashed, when step 5
+#      wrote moments.toml or the file has no line for that username (other logins in it are
+#      kept), else it is created empty when absent. When any of Mosquitto's files (steps 6 and
+#      7) was installed or changed, Mosquitto is restarted.
 #   8. journald's limits for an SD card: deploy/journald/moments.conf as
 #      /etc/systemd/journald.conf.d/moments.conf when absent, then systemd-journald restarted
 #   9. the unit to /etc/systemd/system/moments.service, daemon-reload, enable --now (and a
 #      restart when the gateway was still running)
 #
+# Without systemd running (a chroot or an image build: no /run/systemd/system, or
+# systemd-detect-virt --chroot says so) nothing is stopped, reloaded, started or restarted:
+# step 9 only enables the unit (`systemctl enable` works offline) and the gateway, Mosquitto
+# and journald take the new files at the next boot.
+#
 # Upgrade: with --upgrade, and by itself whenever a gateway is already installed (the unit or
 # /opt/moments/.venv/bin/moments exists), the gateway is stopped before step 4 (the store must
-# not be in use while the code changes under it), and after step 5 the store is brought to the
-# new code's schema with `moments store migrate`, run as the service user with the unit's
-# MOMENTS_DATA_DIR. The migration takes its own backup first, into
-# /var/lib/moments/backups/pre-migrate-<from>-to-<to>-<time>, only when there is something to
-# migrate; a second run finds nothing to do. Step 9 starts the gateway again. When the
-# migration fails the script stops there with the gateway stopped; the message names the backup.
+# not be in use while the code changes under it), and the store's lock
+# (/var/lib/moments/store/moments.lock) is checked with flock(1): when a process still holds
+# it (a gateway started outside the unit), the script stops there, before any code changes.
+# After step 5 the store is brought to the new code's schema with `moments store migrate`, run
+# as the service user with the unit's MOMENTS_DATA_DIR. The migration takes its own backup
+# first, into /var/lib/moments/backups/pre-migrate-<from>-to-<to>-<time>, only when there is
+# something to migrate; a second run finds nothing to do. Step 9 starts the gateway again. When
+# the migration fails the script stops there with the gateway stopped; the migration's own
+# message says whether a backup was taken and names it.
 #
 # --dry-run prints every action, one per line prefixed "[dry-run] ", and changes nothing; it
 # needs no root. MOMENTS_INSTALL_ROOT (default empty) prefixes every path the script reads on the
 # target or would write; it is for --dry-run only (tests point it at an empty folder).
+# MOMENTS_INSTALL_SYSTEMD=running|offline, for --dry-run only too (tests), says whether to
+# act as with systemd running or not, instead of looking at $MOMENTS_INSTALL_ROOT/run/systemd.
 set -euo pipefail
 
 readonly PREFIX="[dry-run] "
@@ -66,6 +86,13 @@ readonly UNIT_PATH="$TARGET/etc/systemd/system/moments.service"
 readonly MOSQUITTO_ETC="$TARGET/etc/mosquitto"
 readonly MOSQUITTO_CONF="$MOSQUITTO_ETC/mosquitto.conf"
 readonly MOSQUITTO_PASSWD="$MOSQUITTO_ETC/moments.passwd"
+# Mosquitto's own copies of its TLS files: it reads them as the `mosquitto` user, to whom
+# /etc/moments is closed.
+readonly MOSQUITTO_CERTS="$MOSQUITTO_ETC/certs"
+readonly MOSQUITTO_TLS_CONF="$MOSQUITTO_ETC/conf.d/moments-tls.conf"
+readonly BRIDGE_CONF="$MOSQUITTO_ETC/conf.d/bridge-hq.conf"
+# The store's lock, which a running gateway holds (gateway/store/backup.py, hold_lock).
+readonly STORE_LOCK="$DATA_DIR/store/moments.lock"
 # The gateway's login on the store broker (its `user` block in deploy/mosquitto/moments.acl).
 readonly BROKER_USER="gateway"
 readonly SERVICE_USER="moments"
@@ -89,16 +116,21 @@ usage: install.sh [--dry-run] [--upgrade] [--source DIR | --wheel FILE] [--confi
                  (default: deploy/moments.example.toml; an existing file is never replaced),
                  with data_dir = "/var/lib/moments" and, when it has no broker password, the
                  broker login "gateway" with a new password (also put in Mosquitto's file)
-  --ca FILE      CA bundle, installed as /etc/moments/tls/ca.crt
-  --cert FILE    this store's certificate, installed as /etc/moments/tls/store.crt
-  --key FILE     its private key, installed as /etc/moments/tls/store.key (root:moments 0640)
-  --broker-cert FILE  the store broker's certificate: /etc/moments/tls/broker.crt
-  --broker-key FILE   its private key: /etc/moments/tls/broker.key (root:mosquitto 0640)
-  --hq-ca FILE   HQ's CA bundle for the broker's HQ bridge: /etc/moments/tls/hq-ca.crt
+  --ca FILE      the store CA: /etc/moments/tls/ca.crt, and /etc/mosquitto/certs/ca.crt
+  --cert FILE    this store's HQ client certificate: /etc/moments/tls/store.crt (and, for
+                 the HQ bridge, /etc/mosquitto/certs/store.crt)
+  --key FILE     its private key: /etc/moments/tls/store.key (root:moments 0640; for the
+                 HQ bridge, /etc/mosquitto/certs/store.key, root:mosquitto 0640)
+  --broker-cert FILE  the store broker's certificate: /etc/mosquitto/certs/broker.crt
+  --broker-key FILE   its private key: /etc/mosquitto/certs/broker.key (root:mosquitto 0640);
+                 with both in place, the LAN's TLS listener (8883) is installed
+  --hq-ca FILE   HQ's CA bundle: /etc/moments/tls/hq-ca.crt (and, for the HQ bridge,
+                 /etc/mosquitto/certs/hq-ca.crt)
   --hq-bridge    install the broker's bridge to HQ (deploy/mosquitto/bridge-hq.conf)
   -h, --help     this text
 
-Run as root (sudo), except with --dry-run. Running it again is safe.
+Run as root (sudo), except with --dry-run. Running it again is safe. Without systemd running
+(a chroot, an image build) it enables the gateway, which starts at the next boot.
 EOF
 }
 
@@ -165,20 +197,22 @@ install_file() {  # install_file SRC DEST MODE OWNER GROUP
 }
 
 # Installs SRC as DEST, with STORE_ID replaced by ID, only when DEST does not exist; returns 0
-# when it installed (or would), 1 when DEST was kept.
+# when it installed (or would), 1 when DEST was kept. Explanatory comments (a line whose "#" is
+# followed by a blank, or nothing) keep STORE_ID, the placeholder they explain; a commented-out
+# setting ("#remote_username STORE_ID") gets the id, ready to be uncommented.
 install_new() {  # install_new SRC DEST MODE OWNER GROUP ID
   if [ -e "$2" ]; then
     say "keeping the existing $2"
     return 1
   fi
   if [ "$DRY_RUN" -eq 1 ]; then
-    printf '%sinstall -m %s -o %s -g %s %q %q  # STORE_ID replaced by %s\n' \
+    printf '%sinstall -m %s -o %s -g %s %q %q  # STORE_ID replaced by %s, not in comments\n' \
       "$PREFIX" "$3" "$4" "$5" "$1" "$2" "$6"
     return 0
   fi
   local tmp
   tmp="$(mktemp)"
-  sed "s/STORE_ID/$6/g" "$1" > "$tmp"
+  sed -E '/^[[:space:]]*#([[:space:]]|$)/!s/STORE_ID/'"$6"'/g' "$1" > "$tmp"
   install -m "$3" -o "$4" -g "$5" "$tmp" "$2"
   rm -f "$tmp"
 }
@@ -285,10 +319,92 @@ has_passwd_line() {  # has_passwd_line USER
     awk -F: -v user="$1" '$1 == user { found = 1 } END { exit !found }' "$MOSQUITTO_PASSWD"
 }
 
+# Whether systemd runs this system (it booted with systemd, and this is no chroot): only then
+# can services be stopped, reloaded, started or restarted. MOMENTS_INSTALL_SYSTEMD overrides it
+# for dry runs (tests); with MOMENTS_INSTALL_ROOT, the target's /run/systemd is looked at.
+systemd_running() {
+  case "${MOMENTS_INSTALL_SYSTEMD:-}" in
+    running) return 0 ;;
+    offline) return 1 ;;
+  esac
+  [ -d "$TARGET/run/systemd/system" ] || return 1
+  if [ -z "$TARGET" ] && command -v systemd-detect-virt >/dev/null 2>&1 &&
+      systemd-detect-virt --quiet --chroot; then
+    return 1
+  fi
+  return 0
+}
+
+# Mosquitto's copies in MOSQUITTO_CERTS that are there, or that this run installs (a dry run
+# installs nothing), one name a word.
+MOSQUITTO_PLACED=" "
+# Installs SRC (when given, else the gateway's file of the same role, when there is one) as
+# MOSQUITTO_CERTS/NAME with MODE, root and GROUP; a new or changed copy sets broker_changed.
+broker_copy() {  # broker_copy SRC FALLBACK NAME MODE GROUP
+  local src="$1"
+  if [ -z "$src" ] && [ -f "$2" ]; then src="$2"; fi
+  if [ -z "$src" ]; then
+    return 0
+  fi
+  if [ ! -d "$MOSQUITTO_CERTS" ] && [ "$certs_dir_made" -eq 0 ]; then
+    run install -d -m 0755 -o root -g root "$MOSQUITTO_CERTS"
+    certs_dir_made=1
+  fi
+  if install_file "$src" "$MOSQUITTO_CERTS/$3" "$4" root "$5"; then broker_changed=1; fi
+  MOSQUITTO_PLACED="$MOSQUITTO_PLACED$3 "
+}
+
+# Whether MOSQUITTO_CERTS/NAME is there or this run installs it.
+broker_has() {  # broker_has NAME
+  [ -f "$MOSQUITTO_CERTS/$1" ] || case "$MOSQUITTO_PLACED" in *" $1 "*) true ;; *) false ;; esac
+}
+
+# Prints the lines of FILE... (those that exist) that open a listener on port 8883.
+listeners_8883() {  # listeners_8883 FILE...
+  local file
+  for file in "$@"; do
+    if [ -f "$file" ]; then
+      grep -HEn '^[[:space:]]*listener[[:space:]]+8883([[:space:]]|$)' "$file" || true
+    fi
+  done
+}
+
+# Fails, before any code changes, when a process holds the store's lock: a gateway started
+# outside the unit (by hand, another supervisor), which the unit's stop did not end. Neither
+# pip nor the migration may run under it. flock(1) is util-linux's, on every Debian system.
+check_store_free() {
+  if [ ! -f "$STORE_LOCK" ]; then
+    return 0
+  fi
+  if ! command -v flock >/dev/null 2>&1; then
+    say "warning: no flock(1): cannot check that the store is not in use"
+    return 0
+  fi
+  local rc=0 holder stopped=""
+  flock --nonblock --conflict-exit-code 75 "$STORE_LOCK" true || rc=$?
+  if [ "$rc" -eq 75 ]; then
+    holder="$(tr -cd '0-9' < "$STORE_LOCK" 2>/dev/null | head -c 12 || true)"
+    if [ "$SYSTEMD_RUNNING" -eq 1 ] && [ "$DRY_RUN" -eq 0 ]; then
+      stopped=" (the moments service is stopped: systemctl start moments)"
+    fi
+    die "the store $DATA_DIR/store is in use: a process${holder:+ ($holder)} holds its lock \
+$STORE_LOCK, a gateway started outside the moments service or a moments store command. Stop \
+it and run install.sh again. Nothing was installed: code and store are as they were$stopped."
+  elif [ "$rc" -ne 0 ]; then
+    say "warning: could not check the store's lock $STORE_LOCK (flock exited $rc)"
+  fi
+}
+
 # --- checks before any change ---
 if [ -n "$TARGET" ] && [ "$DRY_RUN" -eq 0 ]; then
   die "MOMENTS_INSTALL_ROOT is only for --dry-run"
 fi
+case "${MOMENTS_INSTALL_SYSTEMD:-}" in
+  "") ;;
+  running|offline)
+    [ "$DRY_RUN" -eq 1 ] || die "MOMENTS_INSTALL_SYSTEMD is only for --dry-run" ;;
+  *) die "MOMENTS_INSTALL_SYSTEMD must be running or offline, not: $MOMENTS_INSTALL_SYSTEMD" ;;
+esac
 if [ "$DRY_RUN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   die "run as root (sudo $0 ...), or with --dry-run to see what it would do"
 fi
@@ -313,6 +429,14 @@ for given in "$CA_SRC" "$CERT_SRC" "$KEY_SRC" "$BROKER_CERT_SRC" "$BROKER_KEY_SR
   if [ -n "$given" ] && [ ! -f "$given" ]; then die "no such file: $given"; fi
 done
 if [ "$DRY_RUN" -eq 1 ]; then say "dry run: nothing is changed"; fi
+if systemd_running; then
+  SYSTEMD_RUNNING=1
+else
+  SYSTEMD_RUNNING=0
+  say "systemd is not running (a chroot or an image build): services are enabled, not started,"
+  say "  and take the new files at the next boot"
+fi
+readonly SYSTEMD_RUNNING
 # A re-run over an installed gateway is an upgrade: the new code must not run on a store at the
 # old schema (the gateway refuses it and the unit fails), so stop, install, migrate, start.
 if [ "$UPGRADE" -eq 0 ] && { [ -e "$UNIT_PATH" ] || [ -e "$VENV/bin/moments" ]; }; then
@@ -370,12 +494,15 @@ run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$BACKUP_DIR"
 # --- 4. venv and package ---
 if [ "$UPGRADE" -eq 1 ]; then
   say "upgrade: stopping the gateway"
+  if [ "$SYSTEMD_RUNNING" -eq 0 ]; then
+    say "systemd is not running: no gateway service to stop"
   # A dry run cannot know whether it runs; it shows the stop.
-  if [ "$DRY_RUN" -eq 1 ] || systemctl is-active --quiet moments.service; then
+  elif [ "$DRY_RUN" -eq 1 ] || systemctl is-active --quiet moments.service; then
     run systemctl stop moments.service
   else
     say "the gateway is not running"
   fi
+  check_store_free
 fi
 say "venv and package"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -436,13 +563,21 @@ if [ "$UPGRADE" -eq 1 ]; then
   say "upgrade: store migration (a backup is taken first when there is something to migrate)"
   if ! run runuser -u "$SERVICE_USER" -- env MOMENTS_DATA_DIR="$DATA_DIR" \
       "$VENV/bin/moments" store migrate -c "$CONFIG_PATH"; then
-    die "the store migration failed and the gateway is left stopped: the message above names \
-the backup (moments store restore --from DIR --force), see docs/OPERATIONS.md, Upgrade"
+    die "the store migration failed and the gateway is left stopped. The line above says why \
+and whether a backup was taken: a migration that failed part-way names its backup (to go back, \
+reinstall the previous version, then moments store restore --from DIR --force); one refused \
+before its backup (the store in use, a newer schema) left the store as it was. The new code \
+is installed. See docs/OPERATIONS.md, Upgrade"
   fi
 fi
 
 # --- 6. certificates ---
 say "certificates"
+# Whether any of Mosquitto's files (here and in step 7) was installed or changed: then it is
+# restarted to read them.
+broker_changed=0
+certs_dir_made=0
+# The gateway's, in /etc/moments/tls.
 if [ -n "$CA_SRC" ]; then install_file "$CA_SRC" "$TLS_DIR/ca.crt" 0644 root root || true; fi
 if [ -n "$CERT_SRC" ]; then
   install_file "$CERT_SRC" "$TLS_DIR/store.crt" 0644 root root || true
@@ -450,13 +585,25 @@ fi
 if [ -n "$KEY_SRC" ]; then
   install_file "$KEY_SRC" "$TLS_DIR/store.key" 0640 root "$SERVICE_USER" || true
 fi
-if [ -n "$BROKER_CERT_SRC" ]; then
-  install_file "$BROKER_CERT_SRC" "$TLS_DIR/broker.crt" 0644 root root || true
-fi
-if [ -n "$BROKER_KEY_SRC" ]; then
-  install_file "$BROKER_KEY_SRC" "$TLS_DIR/broker.key" 0640 root mosquitto || true
-fi
 if [ -n "$HQ_CA_SRC" ]; then install_file "$HQ_CA_SRC" "$TLS_DIR/hq-ca.crt" 0644 root root || true; fi
+# Mosquitto's own copies, in /etc/mosquitto/certs (it cannot read /etc/moments). The broker's
+# certificate and key are Mosquitto's alone; an older install kept them in /etc/moments/tls.
+broker_copy "$CA_SRC" "$TLS_DIR/ca.crt" ca.crt 0644 root
+broker_copy "$BROKER_CERT_SRC" "$TLS_DIR/broker.crt" broker.crt 0644 root
+broker_copy "$BROKER_KEY_SRC" "$TLS_DIR/broker.key" broker.key 0640 mosquitto
+# The HQ bridge's: the store's HQ client certificate and key, and HQ's CA, only for a bridge.
+if [ "$HQ_BRIDGE" -eq 1 ] || [ -e "$BRIDGE_CONF" ]; then
+  broker_copy "$HQ_CA_SRC" "$TLS_DIR/hq-ca.crt" hq-ca.crt 0644 root
+  broker_copy "$CERT_SRC" "$TLS_DIR/store.crt" store.crt 0644 root
+  broker_copy "$KEY_SRC" "$TLS_DIR/store.key" store.key 0640 mosquitto
+  missing_copies=""
+  for name in hq-ca.crt store.crt store.key; do
+    if ! broker_has "$name"; then missing_copies="$missing_copies $name"; fi
+  done
+  if [ -n "$missing_copies" ]; then
+    say "warning: the HQ bridge needs in $MOSQUITTO_CERTS:$missing_copies (--hq-ca, --cert, --key)"
+  fi
+fi
 if [ -z "$CA_SRC$CERT_SRC$KEY_SRC$BROKER_CERT_SRC$BROKER_KEY_SRC$HQ_CA_SRC" ]; then
   say "none given"
 fi
@@ -470,7 +617,7 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
   [ -f "$config_for_id" ] || config_for_id="$CONFIG_SRC"
   store_id="$(sed -n 's/^store_id *= *"\([A-Za-z0-9._-]*\)".*/\1/p' "$config_for_id" | head -n 1)"
   store_id="${store_id:-store-1}"
-  broker_changed=0
+  conf_new=0
   if [ -f "$DEPLOY_DIR/mosquitto/moments.conf" ]; then
     if grep -q '^# Moments store broker' "$MOSQUITTO_CONF" 2>/dev/null; then
       say "keeping the existing Moments broker configuration $MOSQUITTO_CONF"
@@ -479,6 +626,7 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
         run cp -p "$MOSQUITTO_CONF" "$MOSQUITTO_CONF.before-moments"
       fi
       run install -m 0644 -o root -g root "$DEPLOY_DIR/mosquitto/moments.conf" "$MOSQUITTO_CONF"
+      conf_new=1
       broker_changed=1
     fi
   fi
@@ -530,24 +678,62 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
     say "  $CONFIG_PATH (deploy/mosquitto/README.md, Add a device)"
     broker_changed=1
   fi
+  conf_d_made=0
   if [ "$HQ_BRIDGE" -eq 1 ]; then
-    if install_new "$DEPLOY_DIR/mosquitto/bridge-hq.conf" "$MOSQUITTO_ETC/conf.d/bridge-hq.conf" \
+    if [ ! -d "$MOSQUITTO_ETC/conf.d" ]; then
+      run install -d -m 0755 -o root -g root "$MOSQUITTO_ETC/conf.d"
+      conf_d_made=1
+    fi
+    if install_new "$DEPLOY_DIR/mosquitto/bridge-hq.conf" "$BRIDGE_CONF" \
         0644 root root "$store_id"; then
       broker_changed=1
     fi
   fi
-  if [ "$broker_changed" -eq 0 ]; then
-    :
-  elif [ -f "$TLS_DIR/broker.crt" ] && [ -f "$TLS_DIR/broker.key" ]; then
-    run systemctl restart mosquitto.service ||
-      say "warning: Mosquitto did not restart: journalctl -u mosquitto"
-  else
-    say "warning: Mosquitto keeps its old configuration until restarted; its TLS listener needs"
-    say "  $TLS_DIR/broker.crt and broker.key (--broker-cert/--broker-key), and every login a"
-    say "  password (deploy/mosquitto/README.md); then: systemctl restart mosquitto"
+  # The LAN's TLS listener, in a file of its own: only once its certificate and key are there,
+  # since Mosquitto does not start at all when a listener's files are missing.
+  if [ -f "$DEPLOY_DIR/mosquitto/tls-listener.conf" ]; then
+    # An older Moments mosquitto.conf (or an operator's file) may open 8883 itself.
+    elsewhere=""
+    if [ "$conf_new" -eq 0 ]; then elsewhere="$(listeners_8883 "$MOSQUITTO_CONF")"; fi
+    for file in "$MOSQUITTO_ETC"/conf.d/*.conf; do
+      if [ "$file" != "$MOSQUITTO_TLS_CONF" ]; then
+        elsewhere="$elsewhere$(listeners_8883 "$file")"
+      fi
+    done
+    if [ -e "$MOSQUITTO_TLS_CONF" ]; then
+      say "keeping the existing $MOSQUITTO_TLS_CONF"
+    elif ! broker_has broker.crt || ! broker_has broker.key; then
+      say "no TLS listener for the LAN yet: it needs the broker's certificate and key"
+      say "  (--broker-cert, --broker-key); until then the broker listens on 127.0.0.1:1883 only"
+    elif [ -n "$elsewhere" ]; then
+      say "warning: not adding $MOSQUITTO_TLS_CONF: port 8883 is opened already: $elsewhere"
+    else
+      if [ ! -d "$MOSQUITTO_ETC/conf.d" ] && [ "$conf_d_made" -eq 0 ]; then
+        run install -d -m 0755 -o root -g root "$MOSQUITTO_ETC/conf.d"
+      fi
+      run install -m 0644 -o root -g root "$DEPLOY_DIR/mosquitto/tls-listener.conf" \
+        "$MOSQUITTO_TLS_CONF"
+      broker_changed=1
+    fi
   fi
+  # Files of an older install, which pointed Mosquitto at the gateway's closed folder.
+  for file in "$MOSQUITTO_CONF" "$MOSQUITTO_ETC"/conf.d/*.conf; do
+    if [ -f "$file" ] && { [ "$file" != "$MOSQUITTO_CONF" ] || [ "$conf_new" -eq 0 ]; } &&
+        grep -Eq '^[[:space:]]*[a-z_]*file[[:space:]]+/etc/moments/' "$file"; then
+      say "warning: $file points Mosquitto at /etc/moments, which the mosquitto user cannot"
+      say "  read: use its copies in /etc/mosquitto/certs (deploy/mosquitto/README.md)"
+    fi
+  done
 else
   say "no deploy/mosquitto folder: the broker keeps its configuration"
+fi
+if [ "$broker_changed" -eq 0 ]; then
+  say "Mosquitto's files are unchanged"
+elif [ "$SYSTEMD_RUNNING" -eq 0 ]; then
+  say "Mosquitto reads its new files when it starts (at the next boot)"
+else
+  run systemctl restart mosquitto.service ||
+    say "warning: Mosquitto did not restart: journalctl -u mosquitto"
 fi
 
 # --- 8. journald ---
@@ -558,12 +744,27 @@ if [ -e "$JOURNALD_DIR/moments.conf" ]; then
 else
   run install -d -m 0755 -o root -g root "$JOURNALD_DIR"
   run install -m 0644 -o root -g root "$DEPLOY_DIR/journald/moments.conf" "$JOURNALD_DIR/moments.conf"
-  run systemctl restart systemd-journald.service ||
-    say "warning: systemd-journald did not restart: the limits apply from its next start"
+  if [ "$SYSTEMD_RUNNING" -eq 1 ]; then
+    run systemctl restart systemd-journald.service ||
+      say "warning: systemd-journald did not restart: the limits apply from its next start"
+  else
+    say "journald's limits apply from the next boot"
+  fi
 fi
 
 # --- 9. service ---
 say "service"
+if [ "$SYSTEMD_RUNNING" -eq 0 ]; then
+  install_file "$DEPLOY_DIR/moments.service" "$UNIT_PATH" 0644 root root || true
+  # No daemon-reload and no start without a running systemd; enable works offline.
+  run systemctl enable moments.service
+  if [ "$DRY_RUN" -eq 1 ]; then
+    say "dry run done: nothing was changed"
+  else
+    say "done: the gateway is enabled and starts at the next boot (systemd is not running here)"
+  fi
+  exit 0
+fi
 was_active=0
 if [ "$DRY_RUN" -eq 0 ] && systemctl is-active --quiet moments.service; then was_active=1; fi
 install_file "$DEPLOY_DIR/moments.service" "$UNIT_PATH" 0644 root root || true

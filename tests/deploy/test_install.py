@@ -1,7 +1,9 @@
 """The Pi installer (``deploy/install.sh``): its dry run, its options and its syntax.
 
 A dry run must change nothing and need no root. ``MOMENTS_INSTALL_ROOT`` points every path the
-script would touch into an empty temporary folder, which must still be empty afterwards. When
+script would touch into an empty temporary folder, which must still be empty afterwards, and
+``MOMENTS_INSTALL_SYSTEMD`` says whether to act as on a booted system (``running``, the default
+here) or in a chroot or image build (``offline``). When
 the tests run as root, the dry run is also run as ``nobody`` (with ``setpriv``) to show it needs
 no privilege. What only a real run does (writing the installed configuration) is checked by
 running that one shell function of the script on its own, in a temporary folder.
@@ -9,6 +11,7 @@ running that one shell function of the script on its own, in a temporary folder.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -27,11 +30,22 @@ NOBODY = 65534
 
 
 def install(
-    *args: str, root: Path | None = None, as_nobody: bool = False
+    *args: str,
+    root: Path | None = None,
+    as_nobody: bool = False,
+    systemd: str | None = "running",
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MOMENTS_INSTALL_ROOT"}
+    """Runs install.sh; with ``root``, under that MOMENTS_INSTALL_ROOT and, unless ``systemd``
+    is None (then the script looks at ``root``/run/systemd), MOMENTS_INSTALL_SYSTEMD."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MOMENTS_INSTALL_ROOT", "MOMENTS_INSTALL_SYSTEMD")
+    }
     if root is not None:
         env["MOMENTS_INSTALL_ROOT"] = str(root)
+        if systemd is not None:
+            env["MOMENTS_INSTALL_SYSTEMD"] = systemd
     prefix: list[str] = []
     if as_nobody:
         prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
@@ -336,6 +350,307 @@ def test_dry_run_installs_given_certificates(tmp_path: Path) -> None:
     assert missing.returncode != 0
     assert "no such file" in missing.stderr
     assert list(root.iterdir()) == []
+
+
+def pem_files(folder: Path, *names: str) -> dict[str, Path]:
+    """Stand-ins for certificates and keys (a dry run only names them)."""
+    folder.mkdir(exist_ok=True)
+    made = {}
+    for name in names:
+        made[name] = folder / name
+        made[name].write_text(f"not really {name}\n")
+    return made
+
+
+def installed_broker(root: Path) -> None:
+    """A box whose broker configuration and gateway login are in place already."""
+    etc = root / "etc"
+    (etc / "moments").mkdir(parents=True)
+    (etc / "moments" / "moments.toml").write_text(
+        'store_id = "store-9"\ndata_dir = "/var/lib/moments"\n\n'
+        '[broker]\nusername = "gateway"\npassword = "x"\n'
+    )
+    (etc / "mosquitto" / "conf.d").mkdir(parents=True)
+    (etc / "mosquitto" / "mosquitto.conf").write_text(
+        (DEPLOY / "mosquitto" / "moments.conf").read_text()
+    )
+    (etc / "mosquitto" / "moments.acl").write_text("user gateway\n")
+    (etc / "mosquitto" / "moments.passwd").write_text("gateway:$7$hash\n")
+    (etc / "systemd" / "journald.conf.d").mkdir(parents=True)
+    (etc / "systemd" / "journald.conf.d" / "moments.conf").write_text("[Journal]\n")
+
+
+def test_dry_run_without_systemd_only_enables_the_gateway(tmp_path: Path) -> None:
+    """In a chroot or an image build nothing can be stopped, reloaded, started or restarted:
+    the unit is enabled (which works offline) and the run ends well."""
+    root = tmp_path / "root"
+    root.mkdir()
+    tls = pem_files(tmp_path / "tls", "broker.crt", "broker.key")
+    args = ["--dry-run", "--broker-cert", str(tls["broker.crt"]), "--broker-key"]
+    args.append(str(tls["broker.key"]))
+    result = install(*args, root=root, systemd="offline")
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert [line for line in done if line.startswith("systemctl")] == [
+        "systemctl enable moments.service"
+    ]
+    assert done[-1] == "systemctl enable moments.service"
+    assert "systemd is not running" in result.stderr
+    # Mosquitto's and journald's new files are read at the next boot.
+    assert any(line.endswith(f"{root}/etc/mosquitto/conf.d/moments-tls.conf") for line in done)
+    assert "at the next boot" in result.stderr
+    # An upgrade there: nothing to stop, but the store is still migrated.
+    marker = root / "etc" / "systemd" / "system" / "moments.service"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    result = install("--dry-run", root=root, systemd="offline")
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert [line for line in done if line.startswith("systemctl")] == [
+        "systemctl enable moments.service"
+    ]
+    assert any("store migrate" in line for line in done)
+    assert "no gateway service to stop" in result.stderr
+
+
+def test_whether_systemd_runs_is_read_from_the_target(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    offline = install("--dry-run", root=root, systemd=None)
+    assert offline.returncode == 0, offline.stderr
+    assert "systemctl daemon-reload" not in actions(offline.stdout)
+    assert actions(offline.stdout)[-1] == "systemctl enable moments.service"
+    (root / "run" / "systemd" / "system").mkdir(parents=True)
+    running = install("--dry-run", root=root, systemd=None)
+    assert running.returncode == 0, running.stderr
+    assert actions(running.stdout)[-2:] == [
+        "systemctl daemon-reload",
+        "systemctl enable --now moments.service",
+    ]
+    assert "systemd is not running" not in running.stderr
+
+
+def test_the_systemd_override_is_for_dry_runs_only(tmp_path: Path) -> None:
+    wrong = install("--dry-run", root=tmp_path, systemd="maybe")
+    assert wrong.returncode != 0
+    assert "must be running or offline" in wrong.stderr
+    env = {k: v for k, v in os.environ.items() if k != "MOMENTS_INSTALL_ROOT"}
+    env["MOMENTS_INSTALL_SYSTEMD"] = "offline"
+    real = subprocess.run(
+        ["bash", str(SCRIPT)], capture_output=True, text=True, check=False, timeout=60, env=env
+    )
+    assert real.returncode != 0
+    assert "only for --dry-run" in real.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_gives_mosquitto_its_own_copies_of_its_tls_files(tmp_path: Path) -> None:
+    """/etc/moments stays closed to everyone but root and moments: Mosquitto reads copies in
+    /etc/mosquitto/certs, its keys readable by the mosquitto group only."""
+    root = tmp_path / "root"
+    root.mkdir()
+    tls = pem_files(
+        tmp_path / "given", "ca.crt", "store.crt", "store.key", "broker.crt", "broker.key", "hq.crt"
+    )
+    result = install(
+        "--dry-run",
+        "--hq-bridge",
+        *("--ca", str(tls["ca.crt"]), "--cert", str(tls["store.crt"])),
+        *("--key", str(tls["store.key"]), "--broker-cert", str(tls["broker.crt"])),
+        *("--broker-key", str(tls["broker.key"]), "--hq-ca", str(tls["hq.crt"])),
+        root=root,
+    )
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    etc, certs = f"{root}/etc/moments", f"{root}/etc/mosquitto/certs"
+    assert f"install -d -m 0750 -o root -g moments {etc}" in done
+    assert f"install -d -m 0750 -o root -g moments {etc}/tls" in done
+    assert f"install -d -m 0755 -o root -g root {certs}" in done
+    expected = [
+        f"install -m 0644 -o root -g root {tls['ca.crt']} {etc}/tls/ca.crt",
+        f"install -m 0644 -o root -g root {tls['store.crt']} {etc}/tls/store.crt",
+        f"install -m 0640 -o root -g moments {tls['store.key']} {etc}/tls/store.key",
+        f"install -m 0644 -o root -g root {tls['hq.crt']} {etc}/tls/hq-ca.crt",
+        f"install -m 0644 -o root -g root {tls['ca.crt']} {certs}/ca.crt",
+        f"install -m 0644 -o root -g root {tls['broker.crt']} {certs}/broker.crt",
+        f"install -m 0640 -o root -g mosquitto {tls['broker.key']} {certs}/broker.key",
+        f"install -m 0644 -o root -g root {tls['hq.crt']} {certs}/hq-ca.crt",
+        f"install -m 0644 -o root -g root {tls['store.crt']} {certs}/store.crt",
+        f"install -m 0640 -o root -g mosquitto {tls['store.key']} {certs}/store.key",
+    ]
+    for line in expected:
+        assert line in done, line
+    # Nothing of Mosquitto's goes into the gateway's folder, and nothing opens it.
+    assert not any(f"{etc}/tls/broker" in line for line in done)
+    assert not any(etc in line and ("-g mosquitto" in line or "chmod" in line) for line in done)
+    # The bridge's copies only come with a bridge.
+    plain = install("--dry-run", "--cert", str(tls["store.crt"]), root=root)
+    assert not any(f"{certs}/store.crt" in line for line in actions(plain.stdout))
+    assert list(root.iterdir()) == []
+
+
+def test_dry_run_copies_the_gateways_installed_files_for_a_new_bridge(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    gateway_tls = root / "etc" / "moments" / "tls"
+    gateway_tls.mkdir(parents=True)
+    for name in ("store.crt", "store.key", "hq-ca.crt", "broker.crt"):
+        (gateway_tls / name).write_text(f"not really {name}\n")
+    result = install("--dry-run", "--hq-bridge", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    certs = f"{root}/etc/mosquitto/certs"
+    assert f"install -m 0640 -o root -g mosquitto {gateway_tls}/store.key {certs}/store.key" in done
+    assert f"install -m 0644 -o root -g root {gateway_tls}/hq-ca.crt {certs}/hq-ca.crt" in done
+    # An older install's broker certificate is copied too; without its key, no TLS listener.
+    assert f"install -m 0644 -o root -g root {gateway_tls}/broker.crt {certs}/broker.crt" in done
+    assert not any("moments-tls.conf" in line for line in done)
+    assert "no TLS listener for the LAN yet" in result.stderr
+
+
+def test_dry_run_adds_the_tls_listener_only_with_its_files(tmp_path: Path) -> None:
+    """Without the broker's certificate and key the broker still starts: the 8883 listener,
+    in a file of its own, is installed only once both are there."""
+    root = tmp_path / "root"
+    root.mkdir()
+    listener = f"{DEPLOY}/mosquitto/tls-listener.conf {root}/etc/mosquitto/conf.d/moments-tls.conf"
+    first = install("--dry-run", root=root)
+    assert first.returncode == 0, first.stderr
+    assert not any("moments-tls.conf" in line for line in actions(first.stdout))
+    assert "no TLS listener for the LAN yet" in first.stderr
+    tls = pem_files(tmp_path / "tls", "broker.crt", "broker.key")
+    given = install(
+        "--dry-run",
+        *("--broker-cert", str(tls["broker.crt"]), "--broker-key", str(tls["broker.key"])),
+        root=root,
+    )
+    assert given.returncode == 0, given.stderr
+    done = actions(given.stdout)
+    assert f"install -m 0644 -o root -g root {listener}" in done
+    assert done.index(f"install -m 0644 -o root -g root {listener}") < done.index(
+        "systemctl restart mosquitto.service"
+    )
+    assert list(root.iterdir()) == []
+    # Already in /etc/mosquitto/certs: the listener comes too.
+    certs = root / "etc" / "mosquitto" / "certs"
+    certs.mkdir(parents=True)
+    for name in ("broker.crt", "broker.key"):
+        (certs / name).write_text("x\n")
+    there = install("--dry-run", root=root)
+    assert f"install -m 0644 -o root -g root {listener}" in actions(there.stdout)
+
+
+def test_dry_run_adds_no_second_tls_listener_to_an_older_configuration(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    installed_broker(root)
+    conf = root / "etc" / "mosquitto" / "mosquitto.conf"
+    conf.write_text(
+        "# Moments store broker\nlistener 1883 127.0.0.1\nlistener 8883\n"
+        "certfile /etc/moments/tls/broker.crt\nkeyfile /etc/moments/tls/broker.key\n"
+    )
+    tls = pem_files(tmp_path / "tls", "broker.crt", "broker.key")
+    result = install(
+        "--dry-run",
+        *("--broker-cert", str(tls["broker.crt"]), "--broker-key", str(tls["broker.key"])),
+        root=root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not any("moments-tls.conf" in line for line in actions(result.stdout))
+    assert "port 8883 is opened already" in result.stderr
+    assert f"{conf} points Mosquitto at /etc/moments" in result.stderr
+
+
+def test_dry_run_restarts_mosquitto_when_any_of_its_files_changes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    installed_broker(root)
+    unchanged = install("--dry-run", root=root)
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert "systemctl restart mosquitto.service" not in actions(unchanged.stdout)
+    assert "Mosquitto's files are unchanged" in unchanged.stderr
+    # A new certificate alone (the configuration and logins as they were): a restart.
+    given = pem_files(tmp_path / "tls", "ca.crt")
+    result = install("--dry-run", "--ca", str(given["ca.crt"]), root=root)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart mosquitto.service" in actions(result.stdout)
+    # The same certificate again: nothing changed, no restart.
+    certs = root / "etc" / "mosquitto" / "certs"
+    certs.mkdir()
+    (certs / "ca.crt").write_text(given["ca.crt"].read_text())
+    again = install("--dry-run", "--ca", str(given["ca.crt"]), root=root)
+    assert again.returncode == 0, again.stderr
+    assert "systemctl restart mosquitto.service" not in actions(again.stdout)
+
+
+def test_an_upgrade_refuses_a_store_in_use_before_installing_anything(tmp_path: Path) -> None:
+    """A gateway started outside the unit holds the store's lock after the unit's stop: the
+    script must stop before pip swaps the code, not fail at the migration afterwards."""
+    root = tmp_path / "root"
+    unit = root / "etc" / "systemd" / "system" / "moments.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("")
+    lock = root / "var" / "lib" / "moments" / "store" / "moments.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("4242\n")
+    with lock.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = install("--dry-run", root=root)
+    assert refused.returncode == 1
+    assert "is in use" in refused.stderr
+    assert "(4242)" in refused.stderr
+    assert "Nothing was installed" in refused.stderr
+    done = actions(refused.stdout)
+    assert done[-1] == "systemctl stop moments.service"
+    assert not any(" install --quiet " in line for line in done)
+    # Once the lock is free the upgrade goes on.
+    free = install("--dry-run", root=root)
+    assert free.returncode == 0, free.stderr
+    assert_upgrade_sequence(actions(free.stdout), root)
+
+
+def install_new(source: Path, dest: Path, store_id: str) -> subprocess.CompletedProcess[str]:
+    """Runs install.sh's install_new on its own, as whoever runs the test."""
+    user, group = (
+        subprocess.run(["id", flag], capture_output=True, text=True, check=True).stdout.strip()
+        for flag in ("-un", "-gn")
+    )
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            'PREFIX="[dry-run] "',
+            "DRY_RUN=0",
+            "say() { printf '==> %s\\n' \"$*\" >&2; }",
+            shell_function("install_new"),
+            'install_new "$1" "$2" 0644 "$3" "$4" "$5"',
+        ]
+    )
+    return subprocess.run(
+        ["bash", "-c", script, "install_new", str(source), str(dest), user, group, store_id],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("name", ["moments.acl", "bridge-hq.conf"])
+def test_the_store_id_replaces_store_id_outside_explanatory_comments(
+    tmp_path: Path, name: str
+) -> None:
+    source = DEPLOY / "mosquitto" / name
+    dest = tmp_path / name
+    result = install_new(source, dest, "store-12")
+    assert result.returncode == 0, result.stderr
+    pairs = list(zip(source.read_text().splitlines(), dest.read_text().splitlines(), strict=True))
+    for shipped, installed in pairs:
+        if re.match(r"\s*#(\s|$)", shipped):
+            assert installed == shipped
+        else:
+            assert installed == shipped.replace("STORE_ID", "store-12")
+            assert "STORE_ID" not in installed
+    assert any("store-12" in installed for _, installed in pairs)
+    # An existing file is kept.
+    dest.write_text("mine\n")
+    assert install_new(source, dest, "store-13").returncode == 1
+    assert dest.read_text() == "mine\n"
 
 
 def test_dry_run_needs_no_root(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Each broker here starts from the shipped files, rewritten only where a test must differ from a
 store box: listener ports (free ports on 127.0.0.1), file paths (into a temporary folder), TLS
-files (generated here), the ``include_dir`` (an empty folder, or one holding the bridge), the
-store id, and the user Mosquitto runs as (itself, since it drops to ``mosquitto`` from root).
+files (generated here), the ``include_dir`` (a folder holding the TLS listener's file, the
+bridge's, both or none), the store id, and the user Mosquitto runs as (itself, since it drops
+to ``mosquitto`` from root).
 The device ACL blocks come from the ``acl_block`` snippet of the folder's README, run by ``sh``.
 """
 
@@ -190,7 +191,7 @@ class Store:
     tls: Tls
 
 
-def store_config(folder: Path, tls: Tls, port: int, tls_port: int, include: Path) -> Path:
+def store_config(folder: Path, port: int, include: Path) -> Path:
     """The shipped moments.conf, moments.acl and a password file, prepared in ``folder``."""
     acl = (DEPLOY / "moments.acl").read_text().replace("STORE_ID", STORE)
     (folder / "moments.acl").write_text(acl + "".join(acl_block(d) for d in DEVICES))
@@ -202,10 +203,6 @@ def store_config(folder: Path, tls: Tls, port: int, tls_port: int, include: Path
             "password_file /etc/mosquitto/moments.passwd": f"password_file {folder}/moments.passwd",
             "acl_file /etc/mosquitto/moments.acl": f"acl_file {folder}/moments.acl",
             "listener 1883 127.0.0.1": f"listener {port} 127.0.0.1",
-            "listener 8883": f"listener {tls_port} 127.0.0.1",
-            "certfile /etc/moments/tls/broker.crt": f"certfile {tls.cert}",
-            "keyfile /etc/moments/tls/broker.key": f"keyfile {tls.key}",
-            "cafile /etc/moments/tls/ca.crt": f"cafile {tls.ca}",
             "persistence_location /var/lib/mosquitto/": f"persistence_location {folder}/db/",
             "include_dir /etc/mosquitto/conf.d": f"include_dir {include}",
         },
@@ -218,15 +215,30 @@ def store_config(folder: Path, tls: Tls, port: int, tls_port: int, include: Path
     return path
 
 
+def tls_listener(include: Path, tls: Tls, tls_port: int) -> None:
+    """The shipped tls-listener.conf, as the install step puts it: conf.d/moments-tls.conf."""
+    listener = rewrite(
+        (DEPLOY / "tls-listener.conf").read_text(),
+        {
+            "listener 8883": f"listener {tls_port} 127.0.0.1",
+            "certfile /etc/mosquitto/certs/broker.crt": f"certfile {tls.cert}",
+            "keyfile /etc/mosquitto/certs/broker.key": f"keyfile {tls.key}",
+        },
+    )
+    (include / "moments-tls.conf").write_text(listener)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """The store broker as shipped, without the bridge, for the whole module."""
+    """The store broker as shipped, with the TLS listener and without the bridge, for the whole
+    module."""
     folder = tmp_path_factory.mktemp("store")
     tls = make_tls(folder / "tls")
     include = folder / "conf.d"
     include.mkdir()
     port, tls_port = free_port(), free_port()
-    conf = store_config(folder, tls, port, tls_port, include)
+    tls_listener(include, tls, tls_port)
+    conf = store_config(folder, port, include)
     broker = Mosquitto(conf, folder / "mosquitto.log", (port, tls_port))
     broker.start()
     try:
@@ -356,6 +368,59 @@ def test_the_shipped_configuration_runs(store: Store) -> None:
     assert "Error" not in store.broker.logs()
 
 
+def test_mosquitto_reads_nothing_in_the_gateways_folder() -> None:
+    """/etc/moments is root:moments 0750: the `mosquitto` user reads its own copies in
+    /etc/mosquitto/certs. The 8883 listener is only in its own file (installed once its
+    certificate and key are there), and moments.conf includes the folder that holds it."""
+    for name in ("moments.conf", "tls-listener.conf", "bridge-hq.conf"):
+        settings = [
+            line
+            for line in (DEPLOY / name).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        assert not any("/etc/moments" in line for line in settings), name
+        files = [line.split()[1] for line in settings if line.split()[0].endswith("file")]
+        tls_files = [f for f in files if f.endswith((".crt", ".key"))]
+        assert all(f.startswith("/etc/mosquitto/certs/") for f in tls_files), name
+    conf = (DEPLOY / "moments.conf").read_text().splitlines()
+    assert not any(re.match(r"\s*listener\s+8883", line) for line in conf)
+    assert not any(line.startswith(("certfile", "keyfile", "cafile")) for line in conf)
+    assert conf.count("include_dir /etc/mosquitto/conf.d") == 1
+
+
+def test_without_tls_files_the_shipped_configuration_starts_on_loopback(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A first install without --broker-cert/--broker-key: moments.conf alone (an empty
+    conf.d) must start, with its logins and ACL, else Mosquitto is down after the reboot."""
+    include = tmp_path / "conf.d"
+    include.mkdir()
+    port = free_port()
+    broker = Mosquitto(store_config(tmp_path, port, include), tmp_path / "mosquitto.log", (port,))
+    broker.start()
+    try:
+        time.sleep(0.2)
+        assert broker.alive(), broker.logs()
+        assert "Error" not in broker.logs()
+        assert broker.logs().count("listen socket on port") == 1, broker.logs()
+        gateway, shelf = Client("gateway"), Client("shelf-3")
+        clients.extend((gateway, shelf))
+        assert gateway.connect(port).value == SUCCESS
+        assert shelf.connect(port).value == SUCCESS
+        assert gateway.subscribe(f"{PREFIX}/shelves/+/stock") == 1
+        stock = b'{"v": 1, "shelf": "shelf-3", "items": []}'
+        assert shelf.publish(f"{PREFIX}/shelves/shelf-3/stock", stock) == SUCCESS
+        assert gateway.next_message().payload == stock
+        assert shelf.publish(f"{PREFIX}/gateway/status", b"{}") == NOT_AUTHORIZED
+        anonymous = Client(None)
+        clients.append(anonymous)
+        assert anonymous.connect(port).value == NOT_AUTHORIZED
+    finally:
+        for client in clients:
+            client.close()
+        broker.stop()
+
+
 def test_a_shelf_over_tls_reaches_the_gateway(
     store: Store, login: Login, clients: list[Client]
 ) -> None:
@@ -434,7 +499,8 @@ def test_anonymous_is_refused(store: Store, clients: list[Client]) -> None:
 
 
 def with_bridge(folder: Path, tls: Tls, hq_port: int) -> Mosquitto:
-    """The store broker as shipped with bridge-hq.conf in its include folder, pointed at
+    """The store broker as shipped with bridge-hq.conf and the TLS listener's
+    moments-tls.conf in its include folder (read in that order), the bridge pointed at
     127.0.0.1:``hq_port`` (the certificate names 127.0.0.1, so the hostname check stays on)."""
     include = folder / "conf.d"
     include.mkdir()
@@ -442,14 +508,15 @@ def with_bridge(folder: Path, tls: Tls, hq_port: int) -> Mosquitto:
         (DEPLOY / "bridge-hq.conf").read_text().replace("STORE_ID", STORE),
         {
             "address hq.example.net:8883": f"address 127.0.0.1:{hq_port}",
-            "bridge_cafile /etc/moments/tls/hq-ca.crt": f"bridge_cafile {tls.ca}",
-            "bridge_certfile /etc/moments/tls/store.crt": f"bridge_certfile {tls.cert}",
-            "bridge_keyfile /etc/moments/tls/store.key": f"bridge_keyfile {tls.key}",
+            "bridge_cafile /etc/mosquitto/certs/hq-ca.crt": f"bridge_cafile {tls.ca}",
+            "bridge_certfile /etc/mosquitto/certs/store.crt": f"bridge_certfile {tls.cert}",
+            "bridge_keyfile /etc/mosquitto/certs/store.key": f"bridge_keyfile {tls.key}",
         },
     )
     (include / "bridge-hq.conf").write_text(bridge)
     port, tls_port = free_port(), free_port()
-    conf = store_config(folder, tls, port, tls_port, include)
+    tls_listener(include, tls, tls_port)
+    conf = store_config(folder, port, include)
     return Mosquitto(conf, folder / "mosquitto.log", (port, tls_port))
 
 

@@ -54,7 +54,8 @@ class AnonymousCounter:
         self._hourly: list[int] = []  # devices by the hour of the period first heard
 
     def observe(self, zone: str, device: bytes, now: float) -> None:
-        self._rotate(now)
+        if not self._rotate(now):
+            return  # heard in a period already over (a late reading): its key is gone
         hasher = self._keyed.copy()  # cheaper than keying a new hasher for every sighting
         hasher.update(device)
         digest = hasher.digest()
@@ -81,15 +82,18 @@ class AnonymousCounter:
         hours = int(((now + self._offset_s) % self._period_s) // 3600) + 1
         return (self._hourly + [0] * hours)[:hours]
 
-    def _rotate(self, now: float) -> None:
+    def _rotate(self, now: float) -> bool:
+        """Move to ``now``'s period when it is a later one; False for an earlier period (a
+        late reading across the boundary must not start the day again)."""
         period = int((now + self._offset_s) // self._period_s)
-        if period != self._period:
+        if period > self._period:
             self._period = period
             self._key = self._entropy(32)
             self._keyed = hashlib.blake2b(key=self._key, digest_size=8)
             self._seen = {}
             self._first = set()
             self._hourly = []
+        return period == self._period
 
 
 class RecentCounter:

@@ -7,8 +7,10 @@
 #   1. apt packages: python3-venv, mosquitto, mosquitto-clients, bluez, dbus (only those missing)
 #   2. the system user and group `moments` (no login, no home), a member of `bluetooth`
 #   3. folders: /opt/moments (code, root's), /etc/moments and /etc/moments/tls (root:moments
-#      0750: the gateway's, closed to everyone else, Mosquitto included), /var/lib/moments (the
-#      store) and /var/backups/moments (for `moments store backup`), both moments:moments 0750
+#      0750: the gateway's, closed to everyone else, Mosquitto included; an existing one keeps
+#      its mode while a Mosquitto file this script does not rewrite still reads it, see step 7),
+#      /var/lib/moments (the store) and /var/backups/moments (for `moments store backup`), both
+#      moments:moments 0750
 #   4. a venv at /opt/moments/.venv with the package installed from the checkout or a wheel, and
 #      the command /usr/local/bin/moments (a link into the venv) unless that name is taken
 #   5. /etc/moments/moments.toml (root:moments 0640) from --config (default
@@ -30,13 +32,21 @@
 #      mosquitto.conf.before-moments), moments.acl as /etc/mosquitto/moments.acl, with
 #      --hq-bridge bridge-hq.conf into /etc/mosquitto/conf.d/ (STORE_ID replaced by store_id of
 #      moments.toml in both, except in explanatory comments: lines starting "# "), and
-#      tls-listener.conf as /etc/mosquitto/conf.d/moments-tls.conf only once
+#      tls-listener.conf as /etc/mosquitto/conf.d/00-moments-tls.conf only once
 #      /etc/mosquitto/certs holds broker.crt and broker.key (without them Mosquitto would not
-#      start: it then listens on 127.0.0.1:1883 only); /etc/mosquitto/moments.passwd
+#      start: it then listens on 127.0.0.1:1883 only; "00-" puts the listener before the
+#      bridge's connection block, as Mosquitto reads conf.d alphabetically; a conf.d/
+#      moments-tls.conf of an older install is renamed so); /etc/mosquitto/moments.passwd
 #      (root:mosquitto 0640) gets the gateway's login from moments.toml, hashed, when step 5
 #      wrote moments.toml or the file has no line for that username (other logins in it are
-#      kept), else it is created empty when absent. When any of Mosquitto's files (steps 6 and
-#      7) was installed or changed, Mosquitto is restarted.
+#      kept), else it is created empty when absent. A kept Moments file (its first line
+#      "# Moments store broker...") that still points Mosquitto at /etc/moments/tls/, as an
+#      older install's did, is pointed at /etc/mosquitto/certs/ (the original kept beside it as
+#      FILE.before-moments-<UTC time>). When any of Mosquitto's files (steps 6 and 7) was
+#      installed or changed, Mosquitto is restarted, unless it could not start with them: a
+#      file of someone else's still reading /etc/moments (changed by hand only), or a copy in
+#      /etc/mosquitto/certs missing that a rewritten file needs; the script then says what to
+#      change and leaves Mosquitto running on its old files.
 #   8. journald's limits for an SD card: deploy/journald/moments.conf as
 #      /etc/systemd/journald.conf.d/moments.conf when absent, then systemd-journald restarted
 #   9. the unit to /etc/systemd/system/moments.service, daemon-reload, enable --now (and a
@@ -49,7 +59,10 @@
 #
 # Upgrade: with --upgrade, and by itself whenever a gateway is already installed (the unit or
 # /opt/moments/.venv/bin/moments exists), the gateway is stopped before step 4 (the store must
-# not be in use while the code changes under it), and the store's lock
+# not be in use while the code changes under it): `systemctl stop` whenever the unit exists,
+# whatever its state (one in a restart loop would otherwise come back during the upgrade).
+# From then until step 9 starts it, a failing exit says that the gateway is left stopped and
+# how to get it back (see gateway_left_stopped). The store's lock
 # (/var/lib/moments/store/moments.lock) is checked with flock(1): when a process still holds
 # it (a gateway started outside the unit), the script stops there, before any code changes.
 # After step 5 the store is brought to the new code's schema with `moments store migrate`, run
@@ -89,7 +102,11 @@ readonly MOSQUITTO_PASSWD="$MOSQUITTO_ETC/moments.passwd"
 # Mosquitto's own copies of its TLS files: it reads them as the `mosquitto` user, to whom
 # /etc/moments is closed.
 readonly MOSQUITTO_CERTS="$MOSQUITTO_ETC/certs"
-readonly MOSQUITTO_TLS_CONF="$MOSQUITTO_ETC/conf.d/moments-tls.conf"
+# The LAN's TLS listener. Mosquitto reads conf.d in alphabetical order, and mosquitto.conf(5)
+# wants general settings and listeners before any bridge's `connection` block: "00-" puts it
+# before bridge-hq.conf. An older install named it moments-tls.conf, which came after.
+readonly MOSQUITTO_TLS_CONF="$MOSQUITTO_ETC/conf.d/00-moments-tls.conf"
+readonly OLD_MOSQUITTO_TLS_CONF="$MOSQUITTO_ETC/conf.d/moments-tls.conf"
 readonly BRIDGE_CONF="$MOSQUITTO_ETC/conf.d/bridge-hq.conf"
 # The store's lock, which a running gateway holds (gateway/store/backup.py, hold_lock).
 readonly STORE_LOCK="$DATA_DIR/store/moments.lock"
@@ -369,6 +386,111 @@ listeners_8883() {  # listeners_8883 FILE...
   done
 }
 
+# A setting of a Mosquitto file that names a file or folder under /etc/moments (closed to the
+# mosquitto user), and one that names a file right in /etc/moments/tls, whose copy of the same
+# name is in /etc/mosquitto/certs.
+readonly ETC_MOMENTS_SETTING='^[[:space:]]*[a-z_]*(file|path)[[:space:]]+/etc/moments/'
+TLS_FILE_SETTING='^[[:space:]]*[a-z_]*file[[:space:]]+/etc/moments/tls/'
+readonly TLS_FILE_SETTING="$TLS_FILE_SETTING"'[^/[:space:]]+[[:space:]]*$'
+
+# Whether FILE is one of the Moments broker files (deploy/mosquitto), by its header.
+moments_authored() {  # moments_authored FILE
+  grep -q '^# Moments store broker' "$1"
+}
+
+# What step 7 does about FILE pointing Mosquitto at /etc/moments: "none" (it does not, or it is
+# a mosquitto.conf step 7 replaces), "rewrite" (a Moments file whose every such setting names
+# a file in /etc/moments/tls: pointed at /etc/mosquitto/certs) or "foreign" (only its owner
+# can change it; Mosquitto would not start with it, so it is not restarted).
+mosquitto_fate() {  # mosquitto_fate FILE
+  if [ ! -f "$1" ] || ! grep -Eq "$ETC_MOMENTS_SETTING" "$1"; then
+    echo none
+  elif [ "$1" = "$MOSQUITTO_CONF" ] && [ -f "$DEPLOY_DIR/mosquitto/moments.conf" ] &&
+      ! moments_authored "$1"; then
+    echo none
+  elif [ -d "$DEPLOY_DIR/mosquitto" ] && moments_authored "$1" &&
+      ! grep -E "$ETC_MOMENTS_SETTING" "$1" | grep -Evq "$TLS_FILE_SETTING"; then
+    echo rewrite
+  else
+    echo foreign
+  fi
+}
+
+# The files (mosquitto.conf, conf.d/*.conf) that still point Mosquitto at /etc/moments and
+# that this script leaves as they are, one a line.
+foreign_mosquitto_files() {
+  local file
+  for file in "$MOSQUITTO_CONF" "$MOSQUITTO_ETC"/conf.d/*.conf; do
+    if [ "$(mosquitto_fate "$file")" = foreign ]; then printf '%s\n' "$file"; fi
+  done
+}
+
+# Prints the names of the files in /etc/moments/tls that FILE's settings name, one a line.
+tls_file_names() {  # tls_file_names FILE
+  grep -E "$TLS_FILE_SETTING" "$1" |
+    sed -E 's#^.*/etc/moments/tls/([^/[:space:]]+)[[:space:]]*$#\1#' | sort -u
+}
+
+# Where an upgrade stands while the gateway is stopped (step 4 to step 9), for
+# gateway_left_stopped: "stopped" (nothing changed yet), "pip" (the code being replaced),
+# "migrate" (the new code installed, the store not yet migrated) or "installed" (both done);
+# empty when the gateway was not stopped by this run, or once it is started again.
+GATEWAY_DOWN=""
+
+# Says, on a failing exit with the gateway stopped by this run, that it is left stopped, why,
+# and how to get it back. The EXIT trap of an upgrade (gateway_down_trap) calls it.
+gateway_left_stopped() {  # gateway_left_stopped EXIT_STATUS
+  local lead="the gateway is left STOPPED"
+  if [ "$DRY_RUN" -eq 1 ]; then lead="a real run failing here would leave the gateway STOPPED"; fi
+  printf 'install.sh: %s: the upgrade failed (exit status %s, the reason is above).\n' \
+    "$lead" "$1" >&2
+  case "$GATEWAY_DOWN" in
+    stopped)
+      printf '%s\n' "install.sh: nothing of its code or store was changed yet: start the previous \
+version again with: systemctl start moments" >&2 ;;
+    pip)
+      printf '%s\n' "install.sh: installing the new code failed part-way (no network, a bad \
+wheel?): the old code may be partly replaced, so systemctl start moments may not start the \
+previous version. Fix the cause and run install.sh again (the same options): it installs the \
+package again, migrates the store and starts the gateway." >&2 ;;
+    migrate)
+      printf '%s\n' "install.sh: the new code is installed, the store is not migrated (the new \
+gateway refuses it). Fix the cause and run install.sh again; to go back instead, see \
+docs/OPERATIONS.md, Upgrade." >&2 ;;
+    *)
+      printf '%s\n' "install.sh: the new code is installed and the store migrated: start it \
+with: systemctl start moments (or fix the cause and run install.sh again)." >&2 ;;
+  esac
+}
+
+# The EXIT trap armed once the gateway is stopped: only a failing exit says anything.
+gateway_down_trap() {
+  local status=$?
+  if [ "$status" -ne 0 ] && [ -n "$GATEWAY_DOWN" ]; then gateway_left_stopped "$status"; fi
+}
+
+# Stops the gateway's service for an upgrade when its unit is installed and systemd runs, and
+# arms the EXIT trap that tells, on a failing exit, that the gateway is left stopped. Stopped
+# whatever its state: `systemctl is-active` fails for a unit in a restart loop (activating,
+# auto-restart), which systemd would start again in the middle of pip and the migration;
+# stopping a stopped unit does nothing. The state is only for the message.
+stop_gateway() {
+  if [ "$SYSTEMD_RUNNING" -eq 0 ]; then
+    say "systemd is not running: no gateway service to stop"
+    return 0
+  fi
+  if [ ! -e "$UNIT_PATH" ]; then
+    say "no unit $UNIT_PATH: no gateway service to stop"
+    return 0
+  fi
+  if [ "$DRY_RUN" -eq 0 ]; then
+    say "the gateway is $(systemctl is-active moments.service 2>/dev/null || true): stopping it"
+  fi
+  GATEWAY_DOWN=stopped
+  trap gateway_down_trap EXIT
+  run systemctl stop moments.service
+}
+
 # Fails, before any code changes, when a process holds the store's lock: a gateway started
 # outside the unit (by hand, another supervisor), which the unit's stop did not end. Neither
 # pip nor the migration may run under it. flock(1) is util-linux's, on every Debian system.
@@ -380,16 +502,14 @@ check_store_free() {
     say "warning: no flock(1): cannot check that the store is not in use"
     return 0
   fi
-  local rc=0 holder stopped=""
+  local rc=0 holder
   flock --nonblock --conflict-exit-code 75 "$STORE_LOCK" true || rc=$?
   if [ "$rc" -eq 75 ]; then
     holder="$(tr -cd '0-9' < "$STORE_LOCK" 2>/dev/null | head -c 12 || true)"
-    if [ "$SYSTEMD_RUNNING" -eq 1 ] && [ "$DRY_RUN" -eq 0 ]; then
-      stopped=" (the moments service is stopped: systemctl start moments)"
-    fi
+    # With the service stopped, the EXIT trap says so and how to start it again.
     die "the store $DATA_DIR/store is in use: a process${holder:+ ($holder)} holds its lock \
 $STORE_LOCK, a gateway started outside the moments service or a moments store command. Stop \
-it and run install.sh again. Nothing was installed: code and store are as they were$stopped."
+it and run install.sh again. Nothing was installed: code and store are as they were."
   elif [ "$rc" -ne 0 ]; then
     say "warning: could not check the store's lock $STORE_LOCK (flock exited $rc)"
   fi
@@ -485,8 +605,18 @@ fi
 # --- 3. folders ---
 say "folders"
 run install -d -m 0755 -o root -g root "$APP_DIR"
-run install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
-run install -d -m 0750 -o root -g "$SERVICE_USER" "$TLS_DIR"
+# The gateway's folders are closed to Mosquitto. An operator may have opened them for an older
+# install's Mosquitto files that read /etc/moments/tls; step 7 points Moments files at
+# Mosquitto's copies, but a file of someone else's still reading them keeps them as they are.
+foreign_files="$(foreign_mosquitto_files)"
+for dir in "$ETC_DIR" "$TLS_DIR"; do
+  if [ -d "$dir" ] && [ -n "$foreign_files" ]; then
+    say "keeping the mode and owner of $dir: Mosquitto still reads it through" \
+      "${foreign_files//$'\n'/, } (see the broker configuration below)"
+  else
+    run install -d -m 0750 -o root -g "$SERVICE_USER" "$dir"
+  fi
+done
 run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_DIR"
 # Where operators put `moments store backup` copies, run as the service user (docs/OPERATIONS.md).
 run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$BACKUP_DIR"
@@ -494,14 +624,7 @@ run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$BACKUP_DIR"
 # --- 4. venv and package ---
 if [ "$UPGRADE" -eq 1 ]; then
   say "upgrade: stopping the gateway"
-  if [ "$SYSTEMD_RUNNING" -eq 0 ]; then
-    say "systemd is not running: no gateway service to stop"
-  # A dry run cannot know whether it runs; it shows the stop.
-  elif [ "$DRY_RUN" -eq 1 ] || systemctl is-active --quiet moments.service; then
-    run systemctl stop moments.service
-  else
-    say "the gateway is not running"
-  fi
+  stop_gateway
   check_store_free
 fi
 say "venv and package"
@@ -509,7 +632,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   run python3 -m venv "$VENV"
 fi
 # pip reinstalls a checkout or wheel given by path, so a re-run installs the new code.
+if [ -n "$GATEWAY_DOWN" ]; then GATEWAY_DOWN=pip; fi
 run "$VENV/bin/pip" install --quiet --no-cache-dir --upgrade "$PACKAGE"
+if [ -n "$GATEWAY_DOWN" ]; then GATEWAY_DOWN=migrate; fi
 # `moments` on root's and sudo's PATH, for the commands docs/OPERATIONS.md shows.
 if [ -L "$COMMAND_LINK" ] && [ "$(readlink "$COMMAND_LINK")" = "/opt/moments/.venv/bin/moments" ]
 then
@@ -570,6 +695,7 @@ before its backup (the store in use, a newer schema) left the store as it was. T
 is installed. See docs/OPERATIONS.md, Upgrade"
   fi
 fi
+if [ -n "$GATEWAY_DOWN" ]; then GATEWAY_DOWN=installed; fi
 
 # --- 6. certificates ---
 say "certificates"
@@ -689,6 +815,26 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
       broker_changed=1
     fi
   fi
+  # Why Mosquitto must not be restarted: it would not start with its files as they are.
+  broker_held=""
+  # The TLS listener under its older name, which Mosquitto read after bridge-hq.conf.
+  tls_conf_there=0
+  if [ -e "$MOSQUITTO_TLS_CONF" ]; then tls_conf_there=1; fi
+  if [ -e "$OLD_MOSQUITTO_TLS_CONF" ]; then
+    if [ "$tls_conf_there" -eq 0 ]; then
+      run mv "$OLD_MOSQUITTO_TLS_CONF" "$MOSQUITTO_TLS_CONF"
+      say "the TLS listener is now $MOSQUITTO_TLS_CONF, read before the bridge's settings"
+      tls_conf_there=1
+      broker_changed=1
+    elif cmp -s "$OLD_MOSQUITTO_TLS_CONF" "$MOSQUITTO_TLS_CONF"; then
+      run rm -f "$OLD_MOSQUITTO_TLS_CONF"
+      broker_changed=1
+    else
+      broker_held="$broker_held
+$OLD_MOSQUITTO_TLS_CONF (the TLS listener's older name) and $MOSQUITTO_TLS_CONF are both \
+there and differ: keep one (as $MOSQUITTO_TLS_CONF), remove the other"
+    fi
+  fi
   # The LAN's TLS listener, in a file of its own: only once its certificate and key are there,
   # since Mosquitto does not start at all when a listener's files are missing.
   if [ -f "$DEPLOY_DIR/mosquitto/tls-listener.conf" ]; then
@@ -696,11 +842,11 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
     elsewhere=""
     if [ "$conf_new" -eq 0 ]; then elsewhere="$(listeners_8883 "$MOSQUITTO_CONF")"; fi
     for file in "$MOSQUITTO_ETC"/conf.d/*.conf; do
-      if [ "$file" != "$MOSQUITTO_TLS_CONF" ]; then
+      if [ "$file" != "$MOSQUITTO_TLS_CONF" ] && [ "$file" != "$OLD_MOSQUITTO_TLS_CONF" ]; then
         elsewhere="$elsewhere$(listeners_8883 "$file")"
       fi
     done
-    if [ -e "$MOSQUITTO_TLS_CONF" ]; then
+    if [ "$tls_conf_there" -eq 1 ]; then
       say "keeping the existing $MOSQUITTO_TLS_CONF"
     elif ! broker_has broker.crt || ! broker_has broker.key; then
       say "no TLS listener for the LAN yet: it needs the broker's certificate and key"
@@ -716,18 +862,54 @@ if [ -d "$DEPLOY_DIR/mosquitto" ]; then
       broker_changed=1
     fi
   fi
-  # Files of an older install, which pointed Mosquitto at the gateway's closed folder.
+  # Files of an older install, which pointed Mosquitto at the gateway's closed folder: with
+  # them Mosquitto does not start (the mosquitto user cannot read /etc/moments). A Moments file
+  # is pointed at Mosquitto's copies of the same names (step 6), the original kept beside it
+  # (a name not ending in .conf, which include_dir skips); anyone else's is left to its owner.
+  stamp="$(date -u +%Y%m%dT%H%M%SZ)"
   for file in "$MOSQUITTO_CONF" "$MOSQUITTO_ETC"/conf.d/*.conf; do
-    if [ -f "$file" ] && { [ "$file" != "$MOSQUITTO_CONF" ] || [ "$conf_new" -eq 0 ]; } &&
-        grep -Eq '^[[:space:]]*[a-z_]*file[[:space:]]+/etc/moments/' "$file"; then
-      say "warning: $file points Mosquitto at /etc/moments, which the mosquitto user cannot"
-      say "  read: use its copies in /etc/mosquitto/certs (deploy/mosquitto/README.md)"
-    fi
+    if [ "$file" = "$MOSQUITTO_CONF" ] && [ "$conf_new" -eq 1 ]; then continue; fi
+    case "$(mosquitto_fate "$file")" in
+      rewrite)
+        names="$(tls_file_names "$file")"
+        run cp -p "$file" "$file.before-moments-$stamp"
+        run sed -i -E \
+          's#^([[:space:]]*[a-z_]*file[[:space:]]+)/etc/moments/tls/#\1/etc/mosquitto/certs/#' \
+          "$file"
+        say "$file: pointed at Mosquitto's copies in $MOSQUITTO_CERTS instead of /etc/moments/tls"
+        say "  (${names//$'\n'/, }; the original kept as $file.before-moments-$stamp)"
+        broker_changed=1
+        for name in $names; do
+          if ! broker_has "$name"; then
+            broker_held="$broker_held
+$file needs $MOSQUITTO_CERTS/$name, which is not there: give it to install.sh (--ca, \
+--broker-cert, --broker-key, --hq-ca, --cert, --key) and run it again"
+          fi
+        done
+        ;;
+      foreign)
+        broker_held="$broker_held
+$file (not a Moments file, so left as it is) points Mosquitto at /etc/moments, which the \
+mosquitto user cannot read. Point these lines at its copies in $MOSQUITTO_CERTS \
+(deploy/mosquitto/README.md, TLS files):
+$(grep -En "$ETC_MOMENTS_SETTING" "$file" | sed 's/^/    /')"
+        ;;
+    esac
   done
 else
   say "no deploy/mosquitto folder: the broker keeps its configuration"
 fi
-if [ "$broker_changed" -eq 0 ]; then
+if [ -n "${broker_held:-}" ]; then
+  # Loud: the broker is the gateway's and every device's.
+  say "WARNING: Mosquitto is NOT restarted: it would not start with its files as they are."
+  printf '%s\n' "$broker_held" | sed '/^$/d; s/^/==>   /' >&2
+  if [ "$SYSTEMD_RUNNING" -eq 1 ]; then
+    say "  It keeps running on the files it read at its last start. Change the above, then:"
+    say "  systemctl restart mosquitto; journalctl -u mosquitto"
+  else
+    say "  Change the above before the next boot, or Mosquitto will not start then."
+  fi
+elif [ "$broker_changed" -eq 0 ]; then
   say "Mosquitto's files are unchanged"
 elif [ "$SYSTEMD_RUNNING" -eq 0 ]; then
   say "Mosquitto reads its new files when it starts (at the next boot)"
@@ -770,6 +952,9 @@ if [ "$DRY_RUN" -eq 0 ] && systemctl is-active --quiet moments.service; then was
 install_file "$DEPLOY_DIR/moments.service" "$UNIT_PATH" 0644 root root || true
 run systemctl daemon-reload
 run systemctl enable --now moments.service
+# Started again: nothing left to say about a stopped gateway.
+GATEWAY_DOWN=""
+trap - EXIT
 # An upgrade: the running gateway still has the old code.
 if [ "$was_active" -eq 1 ]; then run systemctl restart moments.service; fi
 if [ "$DRY_RUN" -eq 1 ]; then

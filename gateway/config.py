@@ -421,10 +421,13 @@ def _check_cross_references(source: str, config: Config) -> None:
         )
     for i, proxy in enumerate(config.http.trusted_proxies):
         try:
-            ipaddress.ip_network(proxy, strict=False)
+            ipaddress.ip_network(proxy, strict=True)  # as the server reads it
         except ValueError:
             raise ConfigError(
-                source, f"http.trusted_proxies[{i}]", proxy, "an IP address or network"
+                source,
+                f"http.trusted_proxies[{i}]",
+                proxy,
+                "an IP address, or a network with its host bits zero (192.168.1.0/24)",
             ) from None
     if config.broker.backoff_max_s < config.broker.backoff_min_s:
         raise ConfigError(

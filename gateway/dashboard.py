@@ -27,7 +27,8 @@ What is shown
                 opted-in shoppers recognised today, offers shown and redemptions
                 (``gateway.today``); conversion against the holdout (:class:`Holdout`):
                 redemptions attributed to a showing per offer shown beside redemptions
-                attributed to a hold-out per offer held out, today, pooled over the offers,
+                attributed to a hold-out per offer held out, today, pooled over the offers
+                that keep a holdout (each exposure once per shopper and moment),
                 with the relative lift and a warning when the counts are too small to say
                 much (``gateway.lift``; an arm's redemptions are capped at its exposures, as
                 the lift report caps them, since a redemption may follow a showing of an
@@ -138,8 +139,8 @@ class HelpView(msgspec.Struct, frozen=True, kw_only=True):
 class Holdout(msgspec.Struct, frozen=True, kw_only=True):
     """Today's conversion against the holdout, pooled over the offers."""
 
-    shown: int  # the treatment's exposures
-    redeemed_shown: int  # redemptions attributed to a showing (capped at ``shown``)
+    shown: int  # the treatment's exposures: showings of offers that keep a holdout
+    redeemed_shown: int  # redemptions attributed to those showings (capped at ``shown``)
     held_out: int  # the control's exposures
     redeemed_held_out: int  # redemptions attributed to a hold-out (capped at ``held_out``)
     treated_rate: float | None  # redeemed_shown / shown
@@ -300,8 +301,8 @@ def _figures(reading: Reading) -> Figures:
 
 
 def _holdout(today: DayFigures) -> Holdout:
-    shown, held_out = today.total("shown"), today.total("held_out")
-    treated = Arm(shown, min(shown, today.total("redeemed:treatment")))
+    shown, held_out = today.total("shown_with_holdout"), today.total("held_out")
+    treated = Arm(shown, min(shown, today.total("redeemed_with_holdout")))
     control = Arm(held_out, min(held_out, today.total("redeemed:control")))
     result = lift(treated, control)
     return Holdout(

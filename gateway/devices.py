@@ -30,6 +30,7 @@ from typing import Any, Final
 from gateway.clock import Clock
 from gateway.consents import bump_counter_in
 from gateway.doors import DoorBook, DoorError, DoorLimits, parse_door_count
+from gateway.engine import has_holdout
 from gateway.learning import ALL
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
@@ -187,11 +188,13 @@ class Devices:
             self._db, self._store, redemption, attribution, now=now, tell_hq=self._tell_hq
         )
         today = self._today
+        offer = next((o for o in self._db.offers() if o.offer_id == redemption.offer_id), None)
+        with_holdout = offer is not None and has_holdout(offer)
 
         def record(txn: Any) -> bool:
             recorded = op(txn)
             if recorded and today is not None:  # today's figures, in the same transaction
-                today.bump_in(txn, f"redeemed:{attribution.side}", now)
+                today.redeemed_in(txn, attribution.side, now, with_holdout=with_holdout)
             return recorded
 
         recorded: bool = await self._writer.write(record)

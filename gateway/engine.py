@@ -48,6 +48,7 @@ __all__ = [
     "decide_for_phone",
     "first_refusal",
     "gate",
+    "has_holdout",
     "live_offer",
     "static_pass",
 ]
@@ -220,8 +221,13 @@ def _stock(r: OfferRecord, _o: LiveOffer, f: Facts) -> str | None:
     return "stock"
 
 
+def has_holdout(r: OfferRecord) -> bool:
+    """Does the offer keep a holdout (a control group its campaign's shoppers fall into)?"""
+    return bool(r.holdout) and not r.generic
+
+
 def _holdout(r: OfferRecord, o: LiveOffer, f: Facts) -> str | None:
-    if not r.holdout or f.shopper_id is None or r.generic:
+    if not has_holdout(r) or f.shopper_id is None:
         return None
     return "holdout" if in_holdout(f.shopper_id, o.campaign, r.holdout) else None
 
@@ -342,7 +348,7 @@ def _checks_for(record: OfferRecord, audience: Rule) -> tuple[tuple[Check, ...],
         "segments": bool(record.segments) and not record.generic,
         "audience": audience.source != EVERYONE.source,
         "stock": bool(record.stock_skus),
-        "holdout": bool(record.holdout) and not record.generic,
+        "holdout": has_holdout(record),
         "caps": any(
             c is not None
             for c in (caps.per_visit, caps.per_shopper, caps.global_per_day, caps.budget)

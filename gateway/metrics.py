@@ -92,8 +92,8 @@ class Metrics:
         )
         self.sync_lag = Gauge(
             "moments_sync_lag_seconds",
-            "Seconds from HQ issuing the last message of each stream to this store committing "
-            "it (HQ's clock against the store's)",
+            "Seconds from HQ issuing the last message of each stream that this store applied "
+            "to its commit (HQ's clock against the store's; redeliveries left out)",
             ["stream"],
             registry=r,
         )

@@ -78,6 +78,7 @@ class _Shopper:
     shown: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=_MAX_SHOWN))
     quotes: dict[str, Quote] = field(default_factory=dict)
     in_moment: set[str] = field(default_factory=set)  # offers shown in this moment
+    held_in_moment: set[str] = field(default_factory=set)  # offers held out in this moment
     visits_today: int = 1
     visit_day: str = ""
 
@@ -201,6 +202,7 @@ class Moments:
             shopper.moment, shopper.started, shopper.key = moment, t, key
             shopper.scores = {}
             shopper.in_moment = set()
+            shopper.held_in_moment = set()
         shopper.last_seen = t
         self._shoppers.move_to_end(shopper_id)
 
@@ -367,6 +369,17 @@ class Moments:
             key = f"{offer.offer_id}|{window}"
             self._store_counts[key] = self._store_count(offer.offer_id, window) + 1
         return (offer.offer_id, day)
+
+    def held_out(self, shopper_id: str | None, offer_ids: Sequence[str]) -> list[str]:
+        """Of the offers the holdout kept from the shopper in a decision, those not counted
+        yet in this moment: a control exposure counts once per moment, as a showing does,
+        however often screens and the app decide again in it."""
+        shopper = None if shopper_id is None else self._shoppers.get(shopper_id)
+        if shopper is None:
+            return list(offer_ids)
+        fresh = [o for o in offer_ids if o not in shopper.held_in_moment]
+        shopper.held_in_moment.update(fresh)
+        return fresh
 
     def count_op_in(self, txn: Any, offer_id: str, day: str) -> None:
         """The store's counters of one showing, inside the caller's transaction."""

@@ -46,8 +46,10 @@ or a token subject accepts, so these never mix with a shopper's caps):
 key                                                   count
 ====================================================  ===========================================
 ``~store \\x00 OFFER_ID \\x00 impressions:treatment``  times the offer was shown (the engine, with
-                                                      :func:`bump_exposure_in`)
-``~store \\x00 OFFER_ID \\x00 impressions:control``    times it was held out (the engine, likewise)
+                                                      :func:`bump_exposure_in`), once per shopper
+                                                      and moment
+``~store \\x00 OFFER_ID \\x00 impressions:control``    times it was held out (the engine,
+                                                      likewise, also once per moment)
 ``~store \\x00 OFFER_ID \\x00 redemptions:SIDE``       redemptions by side, ``unattributed`` too
 ``~redeemed \\x00 LANE/RECEIPT \\x00 day:YYYY-MM-DD``  1: a receipt recorded on that (UTC) day
 ====================================================  ===========================================

@@ -53,7 +53,7 @@ from gateway.consents import (
     set_preferences_op,
     sweep_counters_op,
 )
-from gateway.engine import KioskDecision, PhoneDecision
+from gateway.engine import KioskDecision, PhoneDecision, has_holdout
 from gateway.erasure import ErasureReport, erase_shopper_op, export
 from gateway.errors import ApiError, AuthError, RenderError, StoreError
 from gateway.helpdesk import AckOutcome, Help, HelpDesk
@@ -337,6 +337,7 @@ class Shoppers:
             self._sensing.forget(shopper_id)
             self._moments.forget(shopper_id)
             self._kiosks.forget(shopper_id)
+            self._today.forget(shopper_id)
         if lost(*_SHOWING) or after.no_marketing:
             self._kiosks.refresh_all()
         if lost(*_SENDING) or not after.allows(Purpose.PHONE_MESSAGES, now):
@@ -378,6 +379,7 @@ class Shoppers:
         self._sensing.forget(shopper_id)
         self._moments.forget(shopper_id)
         self._kiosks.forget(shopper_id)
+        self._today.forget(shopper_id)
         self._kiosks.refresh_all()
         self.phone.cancel(shopper_id)
         self._withdraw_help(shopper_id)
@@ -428,15 +430,16 @@ class Shoppers:
             },
         )
 
-        held_out = decision.held_out
+        held_out = self._moments.held_out(shopper_id, decision.held_out)
         today = self._today
+        with_holdout = offer is not None and has_holdout(offer)
 
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
             if shown is not None:
                 self._moments.count_op_in(txn, *shown)
                 bump_exposure_in(txn, self._db, shown[0], "treatment")
-                today.bump_in(txn, "shown", now)
+                today.shown_in(txn, now, with_holdout=with_holdout)
             for offer_id in held_out:
                 bump_exposure_in(txn, self._db, offer_id, "control")
                 today.bump_in(txn, "held_out", now)
@@ -595,6 +598,9 @@ class Shoppers:
             summary["shopper"] = shopper_id
         at_ms = round(now * 1000)
 
+        held_out = self._moments.held_out(shopper_id, decision.held_out)
+        with_holdout = has_holdout(decision.offer)
+
         def write(txn: Any) -> None:
             record_decision_in(txn, self._db, record)
             for window in windows:
@@ -602,8 +608,8 @@ class Shoppers:
             if shown is not None:  # counted once per moment, whatever the channel
                 self._moments.count_op_in(txn, *shown)
                 bump_exposure_in(txn, self._db, shown[0], "treatment")
-                self._today.bump_in(txn, "shown", now)
-            for offer_id in decision.held_out:
+                self._today.shown_in(txn, now, with_holdout=with_holdout)
+            for offer_id in held_out:  # likewise
                 bump_exposure_in(txn, self._db, offer_id, "control")
                 self._today.bump_in(txn, "held_out", now)
             if self._config.hq.enabled:

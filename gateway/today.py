@@ -5,12 +5,20 @@ Counted (each in the store's local day and hour, ``api.utc_offset_h``):
 =================  ==========================================================================
 ``recognised``     opted-in shoppers recognised in the store: the first zone entry of a
                    shopper on a day (presence needs their consent), once per shopper and day
-``shown``          offers shown (the treatment's exposures: once per shopper and moment,
-                   whatever the channel, as the caps count them)
-``held_out``       offers held out by the holdout (the control's exposures)
+``shown``          offers shown (once per shopper and moment, whatever the channel, as the
+                   caps count them)
+``shown_with_holdout``  of those, offers that keep a holdout (``engine.has_holdout``): the
+                   treatment arm's exposures
+``held_out``       offers held out by the holdout (the control arm's exposures; likewise once
+                   per shopper, offer and moment)
 ``redeemed:SIDE``  redemptions at the tills by attribution: ``treatment``, ``control`` or
                    ``unattributed`` (``gateway.redemptions.attribute``)
+``redeemed_with_holdout``  of the treatment's, those of offers that keep a holdout
 =================  ==========================================================================
+
+The conversion against the holdout compares ``redeemed_with_holdout / shown_with_holdout``
+with ``redeemed:control / held_out``: offers without a holdout have no control arm, so their
+showings would only dilute the treatment side.
 
 Where it lives: the ``counters`` database under the store's pseudo shopper ``~store``, name
 ``today:METRIC:hHH``, window ``day:YYYY-MM-DD``; the hourly sweep drops a day's keys two days
@@ -52,8 +60,10 @@ STORE: Final = "~store"
 METRICS: Final = (
     "recognised",
     "shown",
+    "shown_with_holdout",
     "held_out",
     "redeemed:treatment",
+    "redeemed_with_holdout",
     "redeemed:control",
     "redeemed:unattributed",
 )
@@ -113,6 +123,18 @@ class Today:
         day, hour = self.keys(t)
         bump_counter_in(txn, self._db, STORE, f"today:{metric}:h{hour:02d}", day)
 
+    def shown_in(self, txn: Any, t: float, *, with_holdout: bool) -> None:
+        """One offer shown at ``t``, inside ``txn``; ``with_holdout``: the offer keeps one."""
+        self.bump_in(txn, "shown", t)
+        if with_holdout:
+            self.bump_in(txn, "shown_with_holdout", t)
+
+    def redeemed_in(self, txn: Any, side: str, t: float, *, with_holdout: bool) -> None:
+        """One redemption attributed to ``side`` at ``t``, inside ``txn``."""
+        self.bump_in(txn, f"redeemed:{side}", t)
+        if side == "treatment" and with_holdout:
+            self.bump_in(txn, "redeemed_with_holdout", t)
+
     # ----- recognitions -----
 
     def on_presence(self, event: PresenceEvent) -> None:
@@ -135,6 +157,15 @@ class Today:
             return
         self._pending.add(future)
         future.add_done_callback(self._recorded)
+
+    def forget(self, shopper_id: str) -> None:
+        """Presence withdrawn or the shopper erased: their id leaves today's set (the store's
+        key still says whether they were counted)."""
+        self._seen.discard(shopper_id)
+
+    def seen_today(self) -> int:
+        """How many shopper ids today's set holds (memory only)."""
+        return len(self._seen)
 
     def recognise_op(self, shopper_id: str, t: float) -> WriteOp[bool]:
         """A write operation counting the shopper as recognised on ``t``'s day unless they

@@ -26,9 +26,11 @@ or the complete new one. Without ``force`` it only fills an empty place and refu
 store that holds data.
 
 Before the copy goes into place, its outbox sequence (``sync/outbox_seq``) is moved up to at
-least the restore's time in milliseconds. HQ keeps each event once by ``(store, seq)``: the
-store that ran between the backup and the restore used sequences the copy does not know about,
-and events numbered again from the copy's counter would be taken at HQ for those and dropped.
+least the restore's time in milliseconds, and past the replaced store's own counter (a box
+without a battery-backed clock may start with its clock behind until NTP sets it). HQ keeps
+each event once by ``(store, seq)``: the store that ran between the backup and the restore used
+sequences the copy does not know about, and events numbered again from the copy's counter
+would be taken at HQ for those and dropped.
 Sequences are far below a millisecond clock (a store makes far fewer than 1,000 events a
 second, and the same holds after an earlier restore's jump), so the new events' sequences were
 never used; the events already in the copy's outbox keep theirs, and HQ drops the ones it has.
@@ -360,7 +362,10 @@ def restore(src: Path, db_path: Path, *, force: bool, clock: Clock | None = None
         stack.callback(shutil.rmtree, staging, ignore_errors=True)  # gone when all went well
         stack.enter_context(hold_lock(staging))
         _stage(src, staging, manifest)
-        outbox_seq = _advance_outbox(staging, now)
+        # The replaced store's counter too: the wall clock of a box without a battery-backed
+        # clock may be behind an earlier restore's jump until NTP has set it.
+        replaced = _outbox_seq(db_path) if (db_path / DATA_FILE).exists() else 0
+        outbox_seq = _advance_outbox(staging, max(int(now * 1000), replaced + 1))
         previous = _swap(db_path, staging, now)
     log.info(
         "store restored",
@@ -429,20 +434,7 @@ def _stage(src: Path, staging: Path, manifest: _Manifest) -> None:
             f"backup in {src} is damaged: the SHA-256 of {DATA_FILE} does not match its "
             "manifest; nothing was changed"
         )
-    try:
-        env = lmdb.open(
-            str(staging), readonly=True, create=False, lock=False, max_dbs=len(DATABASES) + 4
-        )
-    except lmdb.Error as exc:
-        raise StoreError(f"backup in {src} does not open as a store: {exc}") from exc
-    try:
-        with env.begin(buffers=False) as txn:
-            meta = env.open_db(b"meta", txn=txn, create=False)
-            raw = txn.get(_SCHEMA_KEY, db=meta)
-    except lmdb.Error as exc:
-        raise StoreError(f"backup in {src} does not read as a gateway store: {exc}") from exc
-    finally:
-        env.close()
+    raw = _read_value(staging, b"meta", _SCHEMA_KEY, f"backup in {src} is not a gateway store")
     if _schema_version(raw) != manifest.schema_version:
         raise StoreError(
             f"backup in {src} has schema {_schema_version(raw)}, "
@@ -450,19 +442,58 @@ def _stage(src: Path, staging: Path, manifest: _Manifest) -> None:
         )
 
 
-def _advance_outbox(staging: Path, now: float) -> int:
-    """Move the staged copy's outbox sequence up to ``now`` in milliseconds (module notes);
-    returns the sequence it holds after."""
-    floor = int(now * 1000)
+def _read_value(path: Path, table: bytes, key: bytes, what: str) -> bytes | None:
+    """One value of the store at ``path``, which nothing writes meanwhile (read without
+    LMDB's lock file); None when the table or the key is absent. StoreError says ``what``."""
     try:
-        env = lmdb.open(str(staging), create=False, lock=False, max_dbs=len(DATABASES) + 4)
+        env = lmdb.open(
+            str(path), readonly=True, create=False, lock=False, max_dbs=len(DATABASES) + 4
+        )
+    except lmdb.Error as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+    try:
+        with env.begin(buffers=False) as txn:
+            try:
+                handle = env.open_db(table, txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return None
+            raw = txn.get(key, db=handle)
+            return None if raw is None else bytes(raw)
+    except lmdb.Error as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+    finally:
+        env.close()
+
+
+def _outbox_seq(db_path: Path) -> int:
+    """The outbox's last sequence in the store at ``db_path`` (0: none; the caller holds
+    the store's locks, so nothing writes it meanwhile)."""
+    raw = _read_value(
+        db_path, b"sync", OUTBOX_SEQ_KEY, f"cannot read the outbox sequence of {db_path}"
+    )
+    return 0 if raw is None or len(raw) != _U64.size else int(_U64.unpack(raw)[0])
+
+
+def _advance_outbox(staging: Path, floor: int) -> int:
+    """Move the staged copy's outbox sequence up to ``floor`` (module notes); returns the
+    sequence it holds after."""
+    # A compacted copy has no free pages: room for the one page the write needs.
+    map_size = (staging / DATA_FILE).stat().st_size + (16 << 20)
+    try:
+        env = lmdb.open(
+            str(staging),
+            create=False,
+            lock=False,
+            map_size=map_size,
+            max_dbs=len(DATABASES) + 4,
+        )
     except lmdb.Error as exc:
         raise StoreError(f"the restored copy does not open for writing: {exc}") from exc
     try:
         with env.begin(write=True) as txn:
             sync = env.open_db(b"sync", txn=txn)
             raw = txn.get(OUTBOX_SEQ_KEY, db=sync)
-            seq = 0 if raw is None or len(raw) != _U64.size else _U64.unpack(bytes(raw))[0]
+            seq = 0 if raw is None or len(raw) != _U64.size else int(_U64.unpack(raw)[0])
             if seq < floor:
                 seq = floor
                 txn.put(OUTBOX_SEQ_KEY, _U64.pack(seq), db=sync)

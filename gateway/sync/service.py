@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, Final
 
 from beacons.backoff import Backoff
 from gateway.clock import Clock
@@ -51,6 +51,8 @@ def _stream(name: str) -> Stream:
 
 
 log = logging.getLogger(__name__)
+
+_LANDED: Final = frozenset({"applied", "staged", "snapshot_applied"})
 
 
 class HqSync:
@@ -161,7 +163,7 @@ class HqSync:
             )
             return
         self._applied.labels(stream=outcome.stream, result=str(result)).inc()
-        if outcome.issued_at > 0:
+        if outcome.issued_at > 0 and result in _LANDED:  # not a redelivery or a gap
             lag_s = self._clock.now() - outcome.issued_at / 1000
             self._lag.labels(stream=outcome.stream).set(max(0.0, lag_s))
         request = self.applier.committed(outcome, result)

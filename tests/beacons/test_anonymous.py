@@ -186,6 +186,14 @@ def test_the_day_starts_at_the_stores_local_midnight() -> None:
     assert c.hourly(86_400.0 - 2 * 3_600.0) == [0]
 
 
+def test_a_late_reading_from_the_day_before_does_not_start_the_day_again() -> None:
+    c = AnonymousCounter(entropy=Entropy())
+    c.observe("entrance", ALICE, 86_400.0 + 5)  # just after midnight
+    c.observe("entrance", BOB, 86_400.0 - 0.5)  # heard before midnight, arrived after
+    assert c.total(86_400.0 + 6) == 1 and c.counts(86_400.0 + 6) == {"entrance": 1}
+    assert c.hourly(86_400.0 + 6) == [1]
+
+
 # --- nothing raw is kept ----------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -123,31 +124,51 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     assert list(root.iterdir()) == []
 
 
-def assert_upgrade_sequence(done: list[str], root: Path) -> None:
-    """The gateway stopped, the package installed, the store migrated, the gateway started."""
-    stop = done.index("systemctl stop moments.service")
+def assert_upgrade_sequence(done: list[str], root: Path, *, stopped: bool = True) -> None:
+    """The gateway stopped (when its unit is there), the package installed, the store
+    migrated, the gateway started."""
     pip = next(i for i, line in enumerate(done) if " install --quiet " in line)
     migrate = done.index(
         f"runuser -u moments -- env MOMENTS_DATA_DIR={root}/var/lib/moments "
         f"{root}/opt/moments/.venv/bin/moments store migrate -c {root}/etc/moments/moments.toml"
     )
     start = done.index("systemctl enable --now moments.service")
-    assert stop < pip < migrate < start
+    assert pip < migrate < start
+    if stopped:
+        assert done.count("systemctl stop moments.service") == 1
+        assert done.index("systemctl stop moments.service") < pip
+    else:
+        assert "systemctl stop moments.service" not in done
+
+
+def installed_unit(root: Path) -> Path:
+    """The gateway's unit file, as an earlier install left it."""
+    unit = root / "etc" / "systemd" / "system" / "moments.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text((DEPLOY / "moments.service").read_text())
+    return unit
 
 
 def test_dry_run_of_an_upgrade_stops_installs_migrates_and_starts(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
+    # No unit yet: no service to stop, but the package, the migration and the start.
     result = install("--dry-run", "--upgrade", root=root)
     assert result.returncode == 0, result.stderr
-    done = actions(result.stdout)
-    assert_upgrade_sequence(done, root)
-    assert "systemctl restart moments.service" not in done
+    assert_upgrade_sequence(actions(result.stdout), root, stopped=False)
+    assert "no gateway service to stop" in result.stderr
     assert list(root.iterdir()) == []
     # Without --upgrade: no stop and no migration.
     plain = actions(install("--dry-run", root=root).stdout)
     assert "systemctl stop moments.service" not in plain
     assert not any("store migrate" in line for line in plain)
+    # With the unit: stopped first.
+    installed_unit(root)
+    result = install("--dry-run", "--upgrade", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert_upgrade_sequence(done, root)
+    assert "systemctl restart moments.service" not in done
 
 
 def test_dry_run_of_a_first_install_sets_data_dir_backups_and_journald(tmp_path: Path) -> None:
@@ -201,7 +222,9 @@ def test_dry_run_over_an_installed_gateway_upgrades_it(tmp_path: Path, installed
     assert result.returncode == 0, result.stderr
     assert "already installed: upgrading it" in result.stderr
     done = actions(result.stdout)
-    assert_upgrade_sequence(done, root)
+    # Only a unit can be stopped; without one a gateway could only run by hand, which the
+    # store's lock would show (test_an_upgrade_refuses_a_store_in_use_...).
+    assert_upgrade_sequence(done, root, stopped=installed.endswith(".service"))
     # The gateway was stopped, so enable --now starts it: no restart on top.
     assert "systemctl restart moments.service" not in done
     assert sorted(root.rglob("*")) == before
@@ -397,7 +420,7 @@ def test_dry_run_without_systemd_only_enables_the_gateway(tmp_path: Path) -> Non
     assert done[-1] == "systemctl enable moments.service"
     assert "systemd is not running" in result.stderr
     # Mosquitto's and journald's new files are read at the next boot.
-    assert any(line.endswith(f"{root}/etc/mosquitto/conf.d/moments-tls.conf") for line in done)
+    assert any(line.endswith(f"{root}/etc/mosquitto/conf.d/00-moments-tls.conf") for line in done)
     assert "at the next boot" in result.stderr
     # An upgrade there: nothing to stop, but the store is still migrated.
     marker = root / "etc" / "systemd" / "system" / "moments.service"
@@ -512,7 +535,9 @@ def test_dry_run_adds_the_tls_listener_only_with_its_files(tmp_path: Path) -> No
     in a file of its own, is installed only once both are there."""
     root = tmp_path / "root"
     root.mkdir()
-    listener = f"{DEPLOY}/mosquitto/tls-listener.conf {root}/etc/mosquitto/conf.d/moments-tls.conf"
+    listener = (
+        f"{DEPLOY}/mosquitto/tls-listener.conf {root}/etc/mosquitto/conf.d/00-moments-tls.conf"
+    )
     first = install("--dry-run", root=root)
     assert first.returncode == 0, first.stderr
     assert not any("moments-tls.conf" in line for line in actions(first.stdout))
@@ -556,7 +581,199 @@ def test_dry_run_adds_no_second_tls_listener_to_an_older_configuration(tmp_path:
     assert result.returncode == 0, result.stderr
     assert not any("moments-tls.conf" in line for line in actions(result.stdout))
     assert "port 8883 is opened already" in result.stderr
-    assert f"{conf} points Mosquitto at /etc/moments" in result.stderr
+    assert f"{conf}: pointed at Mosquitto's copies" in result.stderr
+
+
+# An older install's mosquitto.conf (8594606): its 8883 listener read the gateway's folder.
+OLDER_MOSQUITTO_CONF = """\
+# Moments store broker: Mosquitto 2.x (Debian / Raspberry Pi OS package), see mosquitto.conf(5).
+per_listener_settings false
+listener 1883 127.0.0.1
+# The TLS files are in
+# /etc/moments/tls, readable by the `mosquitto` user (the key: by it alone).
+listener 8883
+certfile /etc/moments/tls/broker.crt
+keyfile /etc/moments/tls/broker.key
+cafile /etc/moments/tls/ca.crt
+tls_version tlsv1.2
+include_dir /etc/mosquitto/conf.d
+"""
+OLDER_BRIDGE_CONF = """\
+# Moments store broker: bridge to HQ for fleet monitoring (optional), see mosquitto.conf(5),
+connection hq
+address hq.example.net:8883
+bridge_cafile /etc/moments/tls/hq-ca.crt
+bridge_certfile /etc/moments/tls/store.crt
+bridge_keyfile /etc/moments/tls/store.key
+"""
+
+
+def older_install(root: Path) -> dict[str, Path]:
+    """A box set up by an older install: the gateway's folder opened for Mosquitto by hand,
+    Mosquitto's Moments files reading its TLS files there."""
+    installed_broker(root)
+    installed_unit(root)
+    tls = root / "etc" / "moments" / "tls"
+    tls.mkdir()
+    for name in ("ca.crt", "broker.crt", "broker.key", "hq-ca.crt", "store.crt", "store.key"):
+        (tls / name).write_text(f"not really {name}\n")
+    mosquitto = root / "etc" / "mosquitto"
+    (mosquitto / "mosquitto.conf").write_text(OLDER_MOSQUITTO_CONF)
+    (mosquitto / "conf.d" / "bridge-hq.conf").write_text(OLDER_BRIDGE_CONF)
+    return {"conf": mosquitto / "mosquitto.conf", "bridge": mosquitto / "conf.d" / "bridge-hq.conf"}
+
+
+def run_action(line: str, path: Path) -> None:
+    """Runs a dry run's action line (shell-quoted, as printed) on ``path`` instead of its last
+    argument: what the real run would do to that file."""
+    args = shlex.split(line)
+    subprocess.run([*args[:-1], str(path)], check=True, timeout=30)
+
+
+def test_an_older_moments_broker_configuration_is_pointed_at_mosquittos_copies(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto cannot read /etc/moments/tls: restarted on the older files, it would not start.
+    The Moments files are rewritten (a dated copy of each kept), then Mosquitto restarted."""
+    root = tmp_path / "root"
+    files = older_install(root)
+    before = {path: path.read_text() for path in root.rglob("*") if path.is_file()}
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    certs = f"{root}/etc/mosquitto/certs"
+    for path in files.values():
+        (copy,) = [line for line in done if line.startswith(f"cp -p {path} ")]
+        assert re.fullmatch(rf"cp -p {path} {path}\.before-moments-\d{{8}}T\d{{6}}Z", copy)
+        (rewrite,) = [
+            line for line in done if line.startswith("sed -i") and line.endswith(str(path))
+        ]
+        assert done.index(copy) < done.index(rewrite)
+        # What the rewrite does: every setting naming /etc/moments/tls/X names the copy X in
+        # /etc/mosquitto/certs; the rest, comments included, is as it was.
+        trial = tmp_path / path.name
+        trial.write_text(path.read_text())
+        run_action(rewrite, trial)
+        for old, new in zip(
+            path.read_text().splitlines(), trial.read_text().splitlines(), strict=True
+        ):
+            if old.startswith("#") or "/etc/moments/" not in old:
+                assert new == old
+            else:
+                assert new == old.replace("/etc/moments/tls/", "/etc/mosquitto/certs/")
+        assert "file /etc/moments" not in trial.read_text()
+        assert f"{path}: pointed at Mosquitto's copies" in result.stderr
+    # Those copies, from the gateway's files (step 6), before the restart.
+    restart = done.index("systemctl restart mosquitto.service")
+    for name in ("ca.crt", "broker.crt", "broker.key", "hq-ca.crt", "store.crt", "store.key"):
+        (line,) = [line for line in done if line.endswith(f" {certs}/{name}")]
+        assert done.index(line) < restart
+    assert "NOT restarted" not in result.stderr
+    # No operator's file reads /etc/moments any more: its folders are closed again.
+    assert f"install -d -m 0750 -o root -g moments {root}/etc/moments" in done
+    assert f"install -d -m 0750 -o root -g moments {root}/etc/moments/tls" in done
+    assert {path: path.read_text() for path in root.rglob("*") if path.is_file()} == before
+
+
+def test_an_operators_file_reading_the_gateways_folder_holds_mosquittos_restart(
+    tmp_path: Path,
+) -> None:
+    """A file that is not Moments' is its owner's to change: Mosquitto is not restarted into a
+    configuration it cannot start with, the script says which lines to change, and the modes
+    an operator gave /etc/moments to make that file work are kept."""
+    root = tmp_path / "root"
+    older_install(root)
+    own = root / "etc" / "mosquitto" / "conf.d" / "lan.conf"
+    own.write_text("listener 8884\ncertfile /etc/moments/tls/broker.crt\n")
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert "systemctl restart mosquitto.service" not in done
+    assert "WARNING: Mosquitto is NOT restarted" in result.stderr
+    assert f"{own} (not a Moments file, so left as it is)" in result.stderr
+    assert "2:certfile /etc/moments/tls/broker.crt" in result.stderr
+    assert "systemctl restart mosquitto" in result.stderr
+    assert not any(str(own) in line for line in done)
+    # The Moments files are still pointed at Mosquitto's copies.
+    assert any(line.startswith("sed -i") for line in done)
+    # /etc/moments and /etc/moments/tls keep the mode and owner they have.
+    assert not any(
+        line.endswith((f"{root}/etc/moments", f"{root}/etc/moments/tls")) for line in done
+    )
+    assert f"keeping the mode and owner of {root}/etc/moments: " in result.stderr
+    # Without systemd (an image build): the same warning, for the next boot.
+    offline = install("--dry-run", root=root, systemd="offline")
+    assert offline.returncode == 0, offline.stderr
+    assert "WARNING: Mosquitto is NOT restarted" in offline.stderr
+    assert "before the next boot" in offline.stderr
+
+
+def test_a_rewritten_file_without_mosquittos_copy_holds_the_restart(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    files = older_install(root)
+    (root / "etc" / "moments" / "tls" / "ca.crt").unlink()
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart mosquitto.service" not in actions(result.stdout)
+    assert "WARNING: Mosquitto is NOT restarted" in result.stderr
+    assert f"{files['conf']} needs {root}/etc/mosquitto/certs/ca.crt" in result.stderr
+    # Given with --ca, the restart comes.
+    given = pem_files(tmp_path / "given", "ca.crt")
+    again = install("--dry-run", "--ca", str(given["ca.crt"]), root=root)
+    assert again.returncode == 0, again.stderr
+    assert "systemctl restart mosquitto.service" in actions(again.stdout)
+    assert "NOT restarted" not in again.stderr
+
+
+def test_the_tls_listener_is_read_before_the_bridge() -> None:
+    """Mosquitto reads conf.d alphabetically; mosquitto.conf(5) wants listeners before any
+    bridge's connection block."""
+    text = SCRIPT.read_text()
+    names = {
+        var: re.search(rf'^readonly {var}="\$MOSQUITTO_ETC/conf\.d/([^"]+)"$', text, re.M)
+        for var in ("MOSQUITTO_TLS_CONF", "BRIDGE_CONF")
+    }
+    tls, bridge = (match.group(1) for match in names.values() if match is not None)
+    assert (tls, bridge) == ("00-moments-tls.conf", "bridge-hq.conf")
+    assert sorted([bridge, tls]) == [tls, bridge]
+
+
+def test_the_tls_listener_of_an_older_install_is_renamed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    installed_broker(root)
+    conf_d = root / "etc" / "mosquitto" / "conf.d"
+    old, new = conf_d / "moments-tls.conf", conf_d / "00-moments-tls.conf"
+    old.write_text((DEPLOY / "mosquitto" / "tls-listener.conf").read_text())
+    certs = root / "etc" / "mosquitto" / "certs"
+    certs.mkdir()
+    for name in ("broker.crt", "broker.key"):
+        (certs / name).write_text("x\n")
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    move = done.index(f"mv {old} {new}")
+    assert move < done.index("systemctl restart mosquitto.service")
+    assert not any("tls-listener.conf" in line for line in done)
+    assert "port 8883 is opened already" not in result.stderr
+    # Once renamed, nothing to do: no second listener, no restart.
+    old.rename(new)
+    again = install("--dry-run", root=root)
+    assert again.returncode == 0, again.stderr
+    assert not any("moments-tls.conf" in line for line in actions(again.stdout))
+    assert "Mosquitto's files are unchanged" in again.stderr
+    # Both there: the same file twice is removed under its older name; two different ones
+    # (two 8883 listeners) are the operator's to sort out, and Mosquitto is not restarted.
+    old.write_text(new.read_text())
+    both = actions(install("--dry-run", root=root).stdout)
+    assert f"rm -f {old}" in both
+    assert "systemctl restart mosquitto.service" in both
+    old.write_text("listener 8883\n")
+    differ = install("--dry-run", root=root)
+    assert differ.returncode == 0, differ.stderr
+    assert not any(str(old) in line for line in actions(differ.stdout))
+    assert "systemctl restart mosquitto.service" not in actions(differ.stdout)
+    assert "WARNING: Mosquitto is NOT restarted" in differ.stderr
+    assert f"{old} (the TLS listener's older name)" in differ.stderr
 
 
 def test_dry_run_restarts_mosquitto_when_any_of_its_files_changes(tmp_path: Path) -> None:
@@ -597,6 +814,9 @@ def test_an_upgrade_refuses_a_store_in_use_before_installing_anything(tmp_path: 
     assert "is in use" in refused.stderr
     assert "(4242)" in refused.stderr
     assert "Nothing was installed" in refused.stderr
+    # The exit trap says the gateway would be left stopped, and how to start it again.
+    assert "a real run failing here would leave the gateway STOPPED" in refused.stderr
+    assert "start the previous version again with: systemctl start moments" in refused.stderr
     done = actions(refused.stdout)
     assert done[-1] == "systemctl stop moments.service"
     assert not any(" install --quiet " in line for line in done)
@@ -604,6 +824,117 @@ def test_an_upgrade_refuses_a_store_in_use_before_installing_anything(tmp_path: 
     free = install("--dry-run", root=root)
     assert free.returncode == 0, free.stderr
     assert_upgrade_sequence(actions(free.stdout), root)
+    assert "STOPPED" not in free.stderr
+
+
+def stop_gateway(
+    tmp_path: Path, body: str, *args: str, dry_run: bool = False
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Runs install.sh's stop_gateway, its exit trap and then ``body`` on their own, as in a
+    real run (``dry_run`` False) on a booted system with the unit installed, against a stand-in
+    ``systemctl`` that says the unit is activating (in a restart loop: `is-active` fails).
+    Returns the result and the calls that ``systemctl`` got."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        '#!/bin/sh\necho "$*" >> "$SYSTEMCTL_LOG"\n'
+        'case "$1" in is-active) echo activating; exit 3 ;; esac\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    log = tmp_path / "systemctl.log"
+    log.write_text("")
+    unit = installed_unit(tmp_path / "root")
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            'PREFIX="[dry-run] "',
+            f"DRY_RUN={int(dry_run)}",
+            "SYSTEMD_RUNNING=1",
+            f"UNIT_PATH={shlex.quote(str(unit))}",
+            'GATEWAY_DOWN=""',
+            "say() { printf '==> %s\\n' \"$*\" >&2; }",
+            *(shell_function(name) for name in ("run", "gateway_left_stopped")),
+            *(shell_function(name) for name in ("gateway_down_trap", "stop_gateway")),
+            body,
+        ]
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SYSTEMCTL_LOG": str(log)}
+    result = subprocess.run(
+        ["bash", "-c", script, "stop_gateway", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+    )
+    return result, log.read_text().splitlines()
+
+
+def test_an_upgrade_stops_a_gateway_in_a_restart_loop(tmp_path: Path) -> None:
+    """`systemctl is-active` fails for a unit systemd keeps restarting: it is stopped all the
+    same, or systemd would start it again in the middle of pip and the migration."""
+    result, calls = stop_gateway(tmp_path, 'stop_gateway\necho "$GATEWAY_DOWN"')
+    assert result.returncode == 0, result.stderr
+    assert calls == ["is-active moments.service", "stop moments.service"]
+    assert "the gateway is activating: stopping it" in result.stderr
+    assert result.stdout == "stopped\n"
+    # A dry run asks nothing and shows the stop.
+    dry, calls = stop_gateway(tmp_path, "stop_gateway", dry_run=True)
+    assert dry.returncode == 0, dry.stderr
+    assert calls == []
+    assert dry.stdout == "[dry-run] systemctl stop moments.service\n"
+
+
+def test_dry_run_over_an_installed_gateway_stops_it_whatever_its_state(tmp_path: Path) -> None:
+    """Nothing says the gateway runs (a dry run asks no one): it is stopped before pip."""
+    root = tmp_path / "root"
+    installed_unit(root)
+    result = install("--dry-run", root=root)
+    assert result.returncode == 0, result.stderr
+    done = actions(result.stdout)
+    assert_upgrade_sequence(done, root)
+    assert "not running" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "says"),
+    [
+        ("stopped", "start the previous version again with: systemctl start moments"),
+        ("pip", "the old code may be partly replaced"),
+        ("migrate", "the store is not migrated"),
+        ("installed", "start it with: systemctl start moments"),
+    ],
+)
+def test_a_failing_upgrade_says_the_gateway_is_left_stopped(
+    tmp_path: Path, stage: str, says: str
+) -> None:
+    """After the stop, any failing step under set -e (pip without network, a bad wheel) says
+    that the gateway is down and how to get it back; nothing is said on success or once the
+    gateway is started again."""
+    failing = 'stop_gateway\nGATEWAY_DOWN="$1"\nfalse\necho not reached'
+    result, calls = stop_gateway(tmp_path, failing, stage)
+    assert result.returncode == 1
+    assert calls[-1] == "stop moments.service"
+    assert "not reached" not in result.stdout
+    assert "the gateway is left STOPPED: the upgrade failed (exit status 1" in result.stderr
+    assert says in result.stderr
+    if stage == "pip":
+        assert "run install.sh again" in result.stderr
+    # A successful run says nothing; neither does a failure once the script has disarmed it,
+    # with its own lines (after `systemctl enable --now moments.service`).
+    fine, _ = stop_gateway(tmp_path, 'stop_gateway\nGATEWAY_DOWN="$1"', stage)
+    assert fine.returncode == 0, fine.stderr
+    assert "STOPPED" not in fine.stderr
+    text = SCRIPT.read_text()
+    started = text.index("run systemctl enable --now moments.service\n")
+    disarm = text[started:].splitlines()[1:4]
+    assert disarm[1:] == ['GATEWAY_DOWN=""', "trap - EXIT"], disarm
+    after, _ = stop_gateway(
+        tmp_path, f'stop_gateway\nGATEWAY_DOWN="$1"\n{disarm[1]}\n{disarm[2]}\nfalse', stage
+    )
+    assert after.returncode == 1
+    assert "STOPPED" not in after.stderr
 
 
 def install_new(source: Path, dest: Path, store_id: str) -> subprocess.CompletedProcess[str]:

@@ -216,7 +216,7 @@ def store_config(folder: Path, port: int, include: Path) -> Path:
 
 
 def tls_listener(include: Path, tls: Tls, tls_port: int) -> None:
-    """The shipped tls-listener.conf, as the install step puts it: conf.d/moments-tls.conf."""
+    """The shipped tls-listener.conf, as the install step puts it: conf.d/00-moments-tls.conf."""
     listener = rewrite(
         (DEPLOY / "tls-listener.conf").read_text(),
         {
@@ -225,7 +225,7 @@ def tls_listener(include: Path, tls: Tls, tls_port: int) -> None:
             "keyfile /etc/mosquitto/certs/broker.key": f"keyfile {tls.key}",
         },
     )
-    (include / "moments-tls.conf").write_text(listener)
+    (include / "00-moments-tls.conf").write_text(listener)
 
 
 @pytest.fixture(scope="module")
@@ -499,8 +499,8 @@ def test_anonymous_is_refused(store: Store, clients: list[Client]) -> None:
 
 
 def with_bridge(folder: Path, tls: Tls, hq_port: int) -> Mosquitto:
-    """The store broker as shipped with bridge-hq.conf and the TLS listener's
-    moments-tls.conf in its include folder (read in that order), the bridge pointed at
+    """The store broker as shipped with the TLS listener's 00-moments-tls.conf and
+    bridge-hq.conf in its include folder (read in that order), the bridge pointed at
     127.0.0.1:``hq_port`` (the certificate names 127.0.0.1, so the hostname check stays on)."""
     include = folder / "conf.d"
     include.mkdir()
@@ -516,6 +516,12 @@ def with_bridge(folder: Path, tls: Tls, hq_port: int) -> Mosquitto:
     (include / "bridge-hq.conf").write_text(bridge)
     port, tls_port = free_port(), free_port()
     tls_listener(include, tls, tls_port)
+    # Mosquitto reads include_dir alphabetically: the listener before the bridge's connection
+    # block, as mosquitto.conf(5) wants.
+    assert sorted(path.name for path in include.iterdir()) == [
+        "00-moments-tls.conf",
+        "bridge-hq.conf",
+    ]
     conf = store_config(folder, port, include)
     return Mosquitto(conf, folder / "mosquitto.log", (port, tls_port))
 

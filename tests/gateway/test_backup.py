@@ -238,7 +238,7 @@ def test_restore_round_trip_keeps_the_replaced_store_aside(tmp_path: Path) -> No
 
 def _enqueue(path: Path, events: int) -> list[int]:
     """Queue ``events`` HQ events in the store at ``path``; their outbox sequences."""
-    db = Database(path, map_size=1 << 22)
+    db = Database(path, map_size=64 << 20)
     db.open()
     try:
         seqs = []
@@ -265,11 +265,31 @@ def test_events_after_a_restore_never_reuse_a_sequence_hq_may_hold(tmp_path: Pat
     # A second restore a minute later: on from the clock again, past everything made since.
     again = restore(dest, store, force=True, clock=Later(60.0))
     assert again.outbox_seq == int((NOW + 60.0) * 1000) > after[-1]
-    # A copy whose counter is already past the clock keeps its own.
+    # A clock behind (a box without a battery-backed clock, before NTP): past the replaced
+    # store's own counter all the same.
     backup(store, tmp_path / "later")
-    _enqueue(store, 1)
-    kept = restore(tmp_path / "later", store, force=True, clock=Clock())
-    assert kept.outbox_seq == again.outbox_seq
+    made = _enqueue(store, 1)
+    behind = restore(tmp_path / "later", store, force=True, clock=Clock())
+    assert behind.outbox_seq == made[0] + 1 > int(NOW * 1000)
+    assert _enqueue(store, 1) == [made[0] + 2]
+
+
+def test_a_store_of_real_size_is_restored(tmp_path: Path) -> None:
+    """A compacted copy has no free page: the outbox sequence's write must find room."""
+    store, dest = tmp_path / "store", tmp_path / "backup"
+    db = Database(store, map_size=64 << 20)
+    db.open()
+    try:
+        with db.env.begin(write=True) as txn:
+            for i in range(24):  # 24 MiB of data, past LMDB's default 10 MiB map
+                txn.put(f"blob-{i}".encode(), os.urandom(1 << 20), db=db.handle("meta"))
+    finally:
+        db.close()
+    info = backup(store, dest)
+    assert info.size > 20 << 20
+    done = restore(dest, tmp_path / "elsewhere" / "store", force=False, clock=Clock())
+    assert done.outbox_seq == int(NOW * 1000)
+    assert _enqueue(done.store, 1) == [done.outbox_seq + 1]
 
 
 def test_restore_into_an_empty_place(tmp_path: Path) -> None:

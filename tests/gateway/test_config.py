@@ -275,7 +275,13 @@ def test_only_the_given_environ_is_read(monkeypatch: pytest.MonkeyPatch) -> None
             '[http]\ntrusted_proxies = ["127.0.0.1", "proxy.local"]\n',
             "http.trusted_proxies[1]",
             "proxy.local",
-            "an IP address or network",
+            "an IP address, or a network",
+        ),
+        (
+            '[http]\ntrusted_proxies = ["192.168.1.10/24"]\n',  # the server would ignore it
+            "http.trusted_proxies[0]",
+            "192.168.1.10/24",
+            "host bits zero",
         ),
         (
             "[broker]\nbackoff_min_s = 5.0\nbackoff_max_s = 1.0\n",

@@ -191,8 +191,10 @@ def test_figures_sum_the_counts_and_say_what_is_missing() -> None:
 
 def test_conversion_against_the_holdout_pools_the_offers_and_warns_on_small_counts() -> None:
     today = _day(
-        shown={10: 400},
-        redeemed_treatment={10: 40},
+        shown={10: 900},  # 500 of them of offers without a holdout: no control, left out
+        shown_with_holdout={10: 400},
+        redeemed_treatment={10: 90},
+        redeemed_with_holdout={10: 40},
         held_out={10: 100},
         redeemed_control={10: 5},
         redeemed_unattributed={10: 7},  # in neither arm
@@ -202,7 +204,7 @@ def test_conversion_against_the_holdout_pools_the_offers_and_warns_on_small_coun
     assert (holdout.shown, holdout.redeemed_shown, holdout.held_out) == (400, 40, 100)
     assert (holdout.treated_rate, holdout.holdout_rate, holdout.lift) == (0.1, 0.05, 1.0)
     assert holdout.warning is None
-    small = _day(shown={10: 12}, redeemed_treatment={10: 2}, held_out={10: 3})
+    small = _day(shown_with_holdout={10: 12}, redeemed_with_holdout={10: 2}, held_out={10: 3})
     few = build(_config(), Reading(now=0.0, today=small, hour=10)).figures.holdout
     assert few is not None and few.lift is None and few.holdout_rate == 0.0
     assert few.warning is not None and "control has 3 exposed" in few.warning
@@ -210,7 +212,9 @@ def test_conversion_against_the_holdout_pools_the_offers_and_warns_on_small_coun
 
 def test_an_arm_never_converts_more_than_it_was_exposed() -> None:
     # Redemptions today may follow showings of an earlier day: capped, as the report caps them.
-    today = _day(shown={10: 2}, redeemed_treatment={10: 5}, held_out={}, redeemed_control={10: 1})
+    today = _day(
+        shown_with_holdout={10: 2}, redeemed_with_holdout={10: 5}, redeemed_control={10: 1}
+    )
     holdout = build(_config(), Reading(now=0.0, today=today, hour=10)).figures.holdout
     assert holdout is not None
     assert (holdout.redeemed_shown, holdout.treated_rate) == (2, 1.0)

@@ -199,6 +199,19 @@ async def test_one_decision_per_moment_for_every_channel(db: Database, moments: 
     assert len(picks) > 1
 
 
+def test_a_hold_out_counts_once_per_moment_as_a_showing_does(moments: Moments) -> None:
+    """Screens and the app decide again and again in one moment: the control arm's exposures
+    must count like the treatment's, once per moment, or the holdout looks worse than it is."""
+    moments.on_presence(ZoneEntered(subject="s1", zone="coffee", t=NOW, rssi=-50))
+    assert moments.held_out("s1", ["o1", "o2"]) == ["o1", "o2"]
+    assert moments.held_out("s1", ["o1", "o2"]) == []  # the same moment, decided again
+    assert moments.held_out("s1", ["o2", "o3"]) == ["o3"]
+    moments.on_presence(ZoneEntered(subject="s1", zone="bakery", t=NOW + 60, rssi=-50))
+    assert moments.held_out("s1", ["o1"]) == ["o1"]  # a new moment counts again
+    assert moments.held_out("nobody-tracked", ["o1"]) == ["o1"]
+    assert moments.held_out(None, ["o1"]) == ["o1"]
+
+
 async def test_caps_hold_across_moments_and_visits(db: Database, moments: Moments) -> None:
     capped = OfferRecord(offer_id="o1", title="O1", caps=Caps(per_visit=1, per_shopper=2))
     await put_offers(db, capped)

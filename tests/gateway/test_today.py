@@ -116,3 +116,17 @@ async def test_without_a_running_writer_nothing_is_recognised_and_nothing_breaks
     await today.drain()
     assert today.figures(T0).total("recognised") == 0
     _today(db, None).on_presence(ZoneEntered("alice", "coffee", T0, -60.0))  # tools, tests
+
+
+async def test_a_shopper_forgotten_leaves_todays_set_and_is_not_counted_again(
+    db: Database, writer: Writer
+) -> None:
+    today = _today(db, writer)
+    today.on_presence(ZoneEntered("alice", "coffee", T0, -60.0))
+    await today.drain()
+    assert today.seen_today() == 1
+    today.forget("alice")  # presence withdrawn, or erased
+    assert today.seen_today() == 0
+    today.on_presence(ZoneEntered("alice", "coffee", T0 + 60, -60.0))  # consent back
+    await today.drain()
+    assert today.figures(T0 + 60).total("recognised") == 1

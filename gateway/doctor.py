@@ -43,9 +43,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import Config, HqConfig, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.store.codec import CURRENT_VERSION
-from gateway.store.database import DATABASES
+from gateway.store.database import open_readonly, parse_schema_version
 
 __all__ = [
     "Check",
@@ -430,9 +430,7 @@ def check_store(path: Path, *, map_size: int) -> Check:
     if not (path / "data.mdb").is_file():
         return Check("store", "ok", f"no store at {path} yet: created on first run")
     try:
-        env = lmdb.open(
-            str(path), readonly=True, max_dbs=len(DATABASES) + 4, subdir=True, lock=True
-        )
+        env = open_readonly(path, registered=True)
     except lmdb.Error as exc:
         return Check(
             "store",
@@ -456,8 +454,8 @@ def check_store(path: Path, *, map_size: int) -> Check:
     finally:
         env.close()
     try:
-        schema = int(version) if version is not None else None
-    except ValueError:
+        schema: int | None = parse_schema_version(version, path)
+    except StoreError:
         schema = None
     if schema is None or schema > CURRENT_VERSION:
         return Check(

@@ -75,7 +75,12 @@ import msgspec
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreError
 from gateway.store import codec
-from gateway.store.database import DATABASES, OUTBOX_SEQ_KEY
+from gateway.store.database import (
+    DATABASES,
+    OUTBOX_SEQ_KEY,
+    open_readonly,
+    parse_schema_version,
+)
 
 __all__ = [
     "DATA_FILE",
@@ -86,6 +91,7 @@ __all__ = [
     "RestoreInfo",
     "backup",
     "hold_lock",
+    "lmdb_unused",
     "restore",
 ]
 
@@ -198,7 +204,7 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def _lmdb_unused(db_path: Path) -> Iterator[None]:
+def lmdb_unused(db_path: Path) -> Iterator[None]:
     """Hold LMDB's own lock byte exclusively: fails while any process has the store open."""
     try:
         fd = os.open(db_path / _LMDB_LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
@@ -236,15 +242,7 @@ def backup(db_path: Path, dest: Path, *, clock: Clock | None = None) -> BackupIn
         raise StoreError(f"no store at {db_path}: {DATA_FILE} is missing")
     _check_destination(db_path, dest)
     try:
-        env = lmdb.open(
-            str(db_path),
-            readonly=True,
-            create=False,
-            subdir=True,
-            lock=True,
-            readahead=False,
-            max_dbs=len(DATABASES) + 4,
-        )
+        env = open_readonly(db_path, registered=True)
     except lmdb.Error as exc:
         raise StoreError(f"cannot open the store at {db_path} for a backup: {exc}") from exc
     try:
@@ -319,16 +317,7 @@ def _copy(env: lmdb.Environment, target: Path) -> int:
         raise StoreError(f"copy of the store failed: {exc}") from exc
     finally:
         os.close(fd)
-    return _schema_version(raw)
-
-
-def _schema_version(raw: bytes | None) -> int:
-    if raw is None:
-        raise StoreError("not a gateway store: meta has no schema_version")
-    try:
-        return int(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"meta/schema_version holds {raw!r}, not a number") from exc
+    return parse_schema_version(raw, "the copied store")
 
 
 # ----- restore -----
@@ -349,7 +338,7 @@ def restore(src: Path, db_path: Path, *, force: bool, clock: Clock | None = None
     with contextlib.ExitStack() as stack:
         if db_path.exists():
             stack.enter_context(hold_lock(db_path))
-            stack.enter_context(_lmdb_unused(db_path))
+            stack.enter_context(lmdb_unused(db_path))
             if (db_path / DATA_FILE).exists() and not force:
                 raise StoreError(
                     f"a store already exists at {db_path}: use --force to replace it "
@@ -435,10 +424,10 @@ def _stage(src: Path, staging: Path, manifest: _Manifest) -> None:
             "manifest; nothing was changed"
         )
     raw = _read_value(staging, b"meta", _SCHEMA_KEY, f"backup in {src} is not a gateway store")
-    if _schema_version(raw) != manifest.schema_version:
+    version = parse_schema_version(raw, f"backup in {src}")
+    if version != manifest.schema_version:
         raise StoreError(
-            f"backup in {src} has schema {_schema_version(raw)}, "
-            f"its manifest says {manifest.schema_version}"
+            f"backup in {src} has schema {version}, its manifest says {manifest.schema_version}"
         )
 
 
@@ -446,9 +435,7 @@ def _read_value(path: Path, table: bytes, key: bytes, what: str) -> bytes | None
     """One value of the store at ``path``, which nothing writes meanwhile (read without
     LMDB's lock file); None when the table or the key is absent. StoreError says ``what``."""
     try:
-        env = lmdb.open(
-            str(path), readonly=True, create=False, lock=False, max_dbs=len(DATABASES) + 4
-        )
+        env = open_readonly(path, registered=False)
     except lmdb.Error as exc:
         raise StoreError(f"{what}: {exc}") from exc
     try:

@@ -75,6 +75,8 @@ __all__ = [
     "decision_key",
     "delete_under",
     "ledger_key",
+    "open_readonly",
+    "parse_schema_version",
     "shopper_keys",
     "shopper_of",
     "table_and_key",
@@ -128,6 +130,34 @@ HQ_CONFIG_KEY: Final = b"hq_config"
 OUTBOX_SEQ_KEY: Final = b"outbox_seq"
 """In ``sync``: the outbox's last sequence (8 bytes, big-endian; ``gateway.sync.outbox``)."""
 """``meta`` key of the body of the last applied message of HQ's ``config`` stream (JSON)."""
+
+
+def open_readonly(path: Path, *, registered: bool) -> lmdb.Environment:
+    """The store at ``path`` opened read-only from outside the gateway (lmdb.Error when it
+    cannot be). ``registered``: through LMDB's lock file, so the read transaction is in the
+    reader table and a running gateway's writer keeps its pages (a live store); without it,
+    for a store nobody else has open (a staged copy, or under the store's lock)."""
+    return lmdb.open(
+        str(path),
+        readonly=True,
+        create=False,
+        subdir=True,
+        lock=registered,
+        readahead=False,
+        max_dbs=len(DATABASES) + 4,
+    )
+
+
+def parse_schema_version(raw: bytes | None, where: object) -> int:
+    """``meta/schema_version`` as stored (ASCII digits); StoreError naming ``where``."""
+    if raw is None:
+        raise StoreError(f"{where} is not a gateway store: meta has no schema_version")
+    try:
+        return int(bytes(raw).decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(
+            f"{where}: meta/schema_version holds {bytes(raw)!r}, not a number"
+        ) from exc
 
 
 def table_and_key(record: codec.Record) -> tuple[str, bytes]:
@@ -280,7 +310,9 @@ class Database:
                 if version is None:
                     txn.put(_SCHEMA_KEY, str(codec.CURRENT_VERSION).encode(), db=meta)
                 else:
-                    self._check_schema(int(version), older_ok=older_schema_ok)
+                    self._check_schema(
+                        parse_schema_version(version, self._path), older_ok=older_schema_ok
+                    )
         except lmdb.Error as exc:
             env.close()
             raise StoreError(f"cannot initialise store at {self._path}: {exc}") from exc
@@ -305,10 +337,7 @@ class Database:
 
     def schema_version(self, txn: Any) -> int:
         """The store's schema version (``meta/schema_version``) as ``txn`` sees it."""
-        raw = txn.get(_SCHEMA_KEY, db=self._dbs["meta"])
-        if raw is None:
-            raise StoreError(f"store at {self._path} has no schema_version")
-        return int(raw)
+        return parse_schema_version(txn.get(_SCHEMA_KEY, db=self._dbs["meta"]), self._path)
 
     def set_schema_version(self, txn: Any, version: int) -> None:
         """Inside a write transaction: record that the store is now at schema ``version``."""

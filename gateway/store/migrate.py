@@ -56,8 +56,8 @@ import lmdb
 from gateway.clock import Clock, SystemClock
 from gateway.errors import MomentsError, StoreError
 from gateway.store import codec
-from gateway.store.backup import DATA_FILE, _lmdb_unused, backup, hold_lock
-from gateway.store.database import DATABASES, Database
+from gateway.store.backup import DATA_FILE, backup, hold_lock, lmdb_unused
+from gateway.store.database import Database, open_readonly, parse_schema_version
 
 __all__ = ["MIGRATIONS", "Migration", "MigrationReport", "Step", "migrate", "plan"]
 
@@ -136,7 +136,7 @@ def migrate(
     if dry_run:
         return _report(db_path, _read_version(db_path), target, now, dry_run=True)
     with hold_lock(db_path):
-        with _lmdb_unused(db_path):
+        with lmdb_unused(db_path):
             pass  # nobody has it open; the lock keeps a gateway from opening it meanwhile
         report = _report(db_path, _read_version(db_path), target, now, dry_run=False)
         if report.backup is None:
@@ -204,15 +204,7 @@ def _apply_one(db: Database, step: Step, backup_path: Path) -> None:
 def _read_version(db_path: Path) -> int:
     """The store's schema version, read without writing (a gateway may have it open)."""
     try:
-        env = lmdb.open(
-            str(db_path),
-            readonly=True,
-            create=False,
-            subdir=True,
-            lock=True,
-            readahead=False,
-            max_dbs=len(DATABASES) + 4,
-        )
+        env = open_readonly(db_path, registered=True)
     except lmdb.Error as exc:
         raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
     try:
@@ -232,12 +224,7 @@ def _read_version(db_path: Path) -> int:
         raise StoreError(f"cannot read the schema of the store at {db_path}: {exc}") from exc
     finally:
         env.close()
-    if raw is None:
-        raise StoreError(f"{db_path} is not a gateway store: meta has no schema_version")
-    try:
-        return int(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"meta/schema_version holds {raw!r}, not a number") from exc
+    return parse_schema_version(raw, db_path)
 
 
 def _backup_path(db_path: Path, from_version: int, to_version: int, now: float) -> Path:

@@ -125,6 +125,16 @@ def test_store_refuses_a_newer_store_schema(tmp_path: Path) -> None:
         Database(tmp_path / "store", map_size=1 << 20).open()
 
 
+def test_store_refuses_a_schema_version_that_is_not_a_number(tmp_path: Path) -> None:
+    db = Database(tmp_path / "store", map_size=1 << 20)
+    db.open()
+    with db.env.begin(write=True) as txn:
+        txn.put(b"schema_version", b"one", db=db.handle("meta"))
+    db.close()
+    with pytest.raises(StoreError, match="not a number"):  # not a ValueError out of open()
+        Database(tmp_path / "store", map_size=1 << 20).open()
+
+
 def test_writer_must_be_started(tmp_path: Path) -> None:
     db = Database(tmp_path / "store", map_size=1 << 20)
     with pytest.raises(StoreError, match="not running"):

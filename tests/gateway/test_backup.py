@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from gateway.store.cli import register
 from gateway.store.codec import CURRENT_VERSION
 from gateway.store.writer import WriteOp
 from gateway.sync.outbox import enqueue_op
+from tests.support.store import held_open_elsewhere
 
 COUNT_KEY = b"test_shoppers"
 NOW = 1_750_000_000.0
@@ -40,14 +40,6 @@ import json, sys
 from pathlib import Path
 from gateway.store.backup import backup
 print(json.dumps(backup(Path(sys.argv[1]), Path(sys.argv[2])).to_json()))
-"""
-# A process that keeps the environment open (like a gateway without the lock) until stdin ends.
-HOLD_OPEN_IN_CHILD = """
-import sys, lmdb
-env = lmdb.open(sys.argv[1], max_dbs=32)
-print("open", flush=True)
-sys.stdin.read()
-env.close()
 """
 
 
@@ -320,20 +312,8 @@ def test_restore_is_refused_while_another_process_has_the_store_open(tmp_path: P
     store = tmp_path / "store"
     make_store(store, 2)
     backup(store, tmp_path / "backup")
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLD_OPEN_IN_CHILD, str(store)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdin is not None and child.stdout is not None
-        assert child.stdout.readline() == "open\n"
-        try:
-            with pytest.raises(StoreError, match="open in another process"):
-                restore(tmp_path / "backup", store, force=True)
-        finally:
-            child.stdin.close()
-            assert child.wait(timeout=30) == 0
+    with held_open_elsewhere(store), pytest.raises(StoreError, match="open in another process"):
+        restore(tmp_path / "backup", store, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup", "store"]
 
 

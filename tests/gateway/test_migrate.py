@@ -21,19 +21,13 @@ from gateway.store import migrate as migrate_module
 from gateway.store.backup import MANIFEST_FILE, hold_lock, restore
 from gateway.store.cli import register
 from gateway.store.migrate import MIGRATIONS, migrate
+from tests.support.store import held_open_elsewhere
 
 NOW = 1_750_000_000.0
 STAMP = "20250615T150640Z"
 MAP_SIZE = 1 << 22
 MARK = b"test_migrated"
 
-HOLD_OPEN_IN_CHILD = """
-import sys, lmdb
-env = lmdb.open(sys.argv[1], max_dbs=32)
-print("open", flush=True)
-sys.stdin.read()
-env.close()
-"""
 MAIN = "import sys; from gateway.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -255,20 +249,8 @@ def test_migrate_is_refused_while_the_gateway_holds_the_store(tmp_path: Path) ->
 def test_migrate_is_refused_while_another_process_has_the_store_open(tmp_path: Path) -> None:
     store = tmp_path / "store"
     make_store(store)
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLD_OPEN_IN_CHILD, str(store)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline() == "open\n"
-        try:
-            with pytest.raises(StoreError, match="open in another process"):
-                migrate(store, map_size=MAP_SIZE, clock=Clock())
-        finally:
-            child.stdin.close()
-            child.wait(timeout=30)
+    with held_open_elsewhere(store), pytest.raises(StoreError, match="open in another process"):
+        migrate(store, map_size=MAP_SIZE, clock=Clock())
     assert peek(store) == (1, None, ["s0", "s1", "s2"])
     assert backups(store) == []
 

@@ -37,6 +37,7 @@ from typing import Annotated, Final
 import msgspec
 
 from gateway.errors import PayloadError
+from gateway.payloads import decode_bounded
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -92,14 +93,7 @@ class DoorCount:
 
 def parse_door_count(topic_door: str, payload: bytes, limits: DoorLimits) -> DoorCount:
     """Validate and decode one door-count message published under ``topic_door``."""
-    if len(payload) > limits.max_payload_bytes:
-        raise DoorError("oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}")
-    try:
-        raw = _decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise DoorError("bad_field", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DoorError("bad_json", str(exc)) from exc
+    raw = decode_bounded(_decoder, payload, limits.max_payload_bytes, DoorError)
     if raw.v != PROTOCOL_VERSION:
         raise DoorError("unsupported_version", f"v={raw.v}, this gateway speaks 1")
     if raw.door != topic_door:

@@ -50,6 +50,7 @@ import msgspec
 
 from beacons.presence import PresenceEvent, ZoneEntered, ZoneLeft
 from gateway.errors import PayloadError
+from gateway.payloads import decode_bounded
 
 __all__ = [
     "MAX_ACK_BYTES",
@@ -131,14 +132,7 @@ def parse_ack(staff_id: str, payload: bytes) -> str:
     (``{"v": 1, "alert_id": "…"}``; unknown fields are ignored)."""
     if not _STAFF_ID.fullmatch(staff_id):
         raise AckError("bad_staff_id", staff_id[:64])
-    if len(payload) > MAX_ACK_BYTES:
-        raise AckError("oversized_payload", f"{len(payload)} bytes")
-    try:
-        ack = _ack_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise AckError("bad_field", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise AckError("bad_json", str(exc)) from exc
+    ack = decode_bounded(_ack_decoder, payload, MAX_ACK_BYTES, AckError)
     if ack.v != 1:
         raise AckError("unsupported_version", str(ack.v))
     return ack.alert_id

@@ -31,6 +31,7 @@ from typing import Annotated, Final, Literal, TypeVar
 import msgspec
 
 from gateway.errors import PayloadError
+from gateway.payloads import decode_bounded
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -110,19 +111,6 @@ class NodeTelemetry:
     at: float = 0.0
 
 
-def _decode(decoder: msgspec.json.Decoder[_T], payload: bytes, limits: NodeReportLimits) -> _T:
-    if len(payload) > limits.max_payload_bytes:
-        raise NodeReportError(
-            "oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}"
-        )
-    try:
-        return decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise NodeReportError("bad_field", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise NodeReportError("bad_json", str(exc)) from exc
-
-
 def _check(v: int, node: str, topic_node: str) -> None:
     if v != PROTOCOL_VERSION:
         raise NodeReportError("unsupported_version", f"v={v}, this gateway speaks 1")
@@ -132,7 +120,7 @@ def _check(v: int, node: str, topic_node: str) -> None:
 
 def parse_status(topic_node: str, payload: bytes, limits: NodeReportLimits) -> NodeStatus:
     """Validate and decode one status message published under ``topic_node``."""
-    raw = _decode(_status_decoder, payload, limits)
+    raw = decode_bounded(_status_decoder, payload, limits.max_payload_bytes, NodeReportError)
     _check(raw.v, raw.node, topic_node)
     return NodeStatus(raw.node, raw.state)
 
@@ -142,7 +130,7 @@ def parse_telemetry(
 ) -> NodeTelemetry:
     """Validate and decode one telemetry message published under ``topic_node``, arrived at
     ``now`` (the gateway's clock)."""
-    raw = _decode(_telemetry_decoder, payload, limits)
+    raw = decode_bounded(_telemetry_decoder, payload, limits.max_payload_bytes, NodeReportError)
     _check(raw.v, raw.node, topic_node)
     return NodeTelemetry(
         raw.node, raw.t, raw.heard, raw.forwarded, raw.wifi_rssi, raw.free_heap, at=now

@@ -21,6 +21,7 @@ from typing import Annotated, Final
 import msgspec
 
 from gateway.errors import NodeMessageError
+from gateway.payloads import decode_bounded
 
 __all__ = ["PROTOCOL_VERSION", "Advert", "NodeBatch", "NodeLimits", "encode_batch", "parse_batch"]
 
@@ -76,16 +77,7 @@ class NodeBatch:
 
 def parse_batch(topic_node: str, payload: bytes, limits: NodeLimits) -> NodeBatch:
     """Validate and decode one scanner-node message published under ``topic_node``."""
-    if len(payload) > limits.max_payload_bytes:
-        raise NodeMessageError(
-            "oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}"
-        )
-    try:
-        raw = _decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise NodeMessageError("bad_field", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise NodeMessageError("bad_json", str(exc)) from exc
+    raw = decode_bounded(_decoder, payload, limits.max_payload_bytes, NodeMessageError)
     if raw.v != PROTOCOL_VERSION:
         raise NodeMessageError("unsupported_version", f"v={raw.v}, this gateway speaks 1")
     if raw.node != topic_node:

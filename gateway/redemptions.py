@@ -72,6 +72,7 @@ import msgspec
 
 from gateway.consents import MAX_DECISIONS, RefusedChange, counters, decisions
 from gateway.errors import PayloadError
+from gateway.payloads import decode_bounded
 from gateway.store import codec
 from gateway.store.database import Database
 from gateway.store.records import ConsentRecord, Purpose
@@ -163,16 +164,7 @@ def parse_redemption(
 ) -> Redemption:
     """Validate and decode one redemption; ``topic_lane`` is the lane of the MQTT topic it
     came on (None for the API, where there is no topic to match)."""
-    if len(payload) > limits.max_payload_bytes:
-        raise RedemptionError(
-            "oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}"
-        )
-    try:
-        redemption = _decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise RedemptionError("bad_field", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise RedemptionError("bad_json", str(exc)) from exc
+    redemption = decode_bounded(_decoder, payload, limits.max_payload_bytes, RedemptionError)
     return check_redemption(redemption, topic_lane=topic_lane)
 
 

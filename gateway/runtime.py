@@ -322,10 +322,19 @@ class Gateway:
         inbox = self.link.inbox
         while True:
             message = await inbox.get()
-            if message.topic.startswith(self._acks_prefix):
-                self._staff_ack(message.topic[len(self._acks_prefix) :], message.payload)
-            elif not self.devices.handle(message):
-                self.sensing.handle(message)
+            try:
+                if message.topic.startswith(self._acks_prefix):
+                    self._staff_ack(message.topic[len(self._acks_prefix) :], message.payload)
+                elif not self.devices.handle(message):
+                    self.sensing.handle(message)
+            except Exception as exc:  # a bug on one message must not stop the store
+                self.metrics.dropped.labels(source="broker", reason="handler_failed").inc()
+                self._warn.warning(
+                    "handler_failed",
+                    "broker message not handled",
+                    topic=message.topic[:200],
+                    error=f"{type(exc).__name__}: {exc}",
+                )
 
     def _staff_ack(self, staff_id: str, payload: bytes) -> None:
         """A staff device took an alert (``{prefix}/{store}/staff/acks/{staff_id}``); the

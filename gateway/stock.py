@@ -60,6 +60,7 @@ import msgspec
 
 from gateway.clock import Clock
 from gateway.errors import PayloadError
+from gateway.payloads import decode_bounded
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -137,14 +138,7 @@ def restock_signal(sku: str) -> str:
 
 def parse_stock(topic_shelf: str, payload: bytes, limits: StockLimits) -> StockReport:
     """Validate and decode one stock message published under ``topic_shelf``."""
-    if len(payload) > limits.max_payload_bytes:
-        raise StockError("oversized_payload", f"{len(payload)} bytes > {limits.max_payload_bytes}")
-    try:
-        raw = _decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise StockError("bad_field", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise StockError("bad_json", str(exc)) from exc
+    raw = decode_bounded(_decoder, payload, limits.max_payload_bytes, StockError)
     if raw.v != PROTOCOL_VERSION:
         raise StockError("unsupported_version", f"v={raw.v}, this gateway speaks 1")
     if raw.shelf != topic_shelf:

@@ -23,7 +23,12 @@ class AnonymousCounter:
 
     Phones without the app change their random address every quarter of an hour or so, so a
     phone staying an hour may count as several devices: the store-wide count is an upper
-    bound of the visitors, which door counters give exactly."""
+    bound of the visitors, which door counters give exactly.
+
+    Memory is bounded: at most ``max_devices`` distinct devices a period (a busy store hears a
+    few tens of thousands of addresses a day; a transmitter inventing addresses hears no
+    end). Past it, new devices are not counted and :attr:`saturated` says so until the
+    period ends."""
 
     __slots__ = (
         "_entropy",
@@ -31,10 +36,12 @@ class AnonymousCounter:
         "_hourly",
         "_key",
         "_keyed",
+        "_max_devices",
         "_offset_s",
         "_period",
         "_period_s",
         "_seen",
+        "saturated",
     )
 
     def __init__(
@@ -42,7 +49,10 @@ class AnonymousCounter:
         period_s: float = 86_400.0,
         entropy: Callable[[int], bytes] = os.urandom,
         offset_s: float = 0.0,
+        max_devices: int = 100_000,
     ) -> None:
+        self._max_devices = max_devices
+        self.saturated = False
         self._period_s = period_s
         self._offset_s = offset_s
         self._entropy = entropy
@@ -59,13 +69,16 @@ class AnonymousCounter:
         hasher = self._keyed.copy()  # cheaper than keying a new hasher for every sighting
         hasher.update(device)
         digest = hasher.digest()
-        self._seen.setdefault(zone, set()).add(digest)
         if digest not in self._first:
+            if len(self._first) >= self._max_devices:
+                self.saturated = True
+                return
             self._first.add(digest)
             hour = int(((now + self._offset_s) % self._period_s) // 3600)
             if hour >= len(self._hourly):
                 self._hourly.extend([0] * (hour + 1 - len(self._hourly)))
             self._hourly[hour] += 1
+        self._seen.setdefault(zone, set()).add(digest)
 
     def counts(self, now: float) -> dict[str, int]:
         self._rotate(now)
@@ -93,6 +106,7 @@ class AnonymousCounter:
             self._seen = {}
             self._first = set()
             self._hourly = []
+            self.saturated = False
         return period == self._period
 
 
@@ -104,7 +118,16 @@ class RecentCounter:
     replacement the counts start again, since no digest made under the old key can be matched
     any more. Memory holds only the devices of the window."""
 
-    __slots__ = ("_entropy", "_keyed", "_period", "_period_s", "_pruned", "_where", "_window_s")
+    __slots__ = (
+        "_entropy",
+        "_keyed",
+        "_max_devices",
+        "_period",
+        "_period_s",
+        "_pruned",
+        "_where",
+        "_window_s",
+    )
 
     # A louder reading elsewhere moves a device at once; a reading older than this no longer
     # holds it where it was (the phone has walked on).
@@ -115,7 +138,9 @@ class RecentCounter:
         window_s: float = 120.0,
         key_period_s: float = 3_600.0,
         entropy: Callable[[int], bytes] = os.urandom,
+        max_devices: int = 50_000,
     ) -> None:
+        self._max_devices = max_devices  # a bound on memory whatever the air holds
         self._window_s = window_s
         self._period_s = key_period_s
         self._entropy = entropy
@@ -131,6 +156,10 @@ class RecentCounter:
         hasher.update(device)
         digest = hasher.digest()
         held = self._where.get(digest)
+        if held is None and len(self._where) >= self._max_devices:
+            self.counts(now)  # forget the devices gone quiet first
+            if len(self._where) >= self._max_devices:
+                return
         if held is None or held[0] == zone or rssi > held[1] or now - held[2] > self.HOLD_S:
             self._where[digest] = (zone, rssi, now)
         else:

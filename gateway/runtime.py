@@ -327,7 +327,7 @@ class Gateway:
                     self._staff_ack(message.topic[len(self._acks_prefix) :], message.payload)
                 elif not self.devices.handle(message):
                     self.sensing.handle(message)
-            except Exception as exc:  # a bug on one message must not stop the store
+            except Exception as exc:  # noqa: BLE001 (a bug on one message must not stop the store)
                 self.metrics.dropped.labels(source="broker", reason="handler_failed").inc()
                 self._warn.warning(
                     "handler_failed",

@@ -144,10 +144,6 @@ class Sensing:
     def zone_of(self, shopper_id: str) -> str | None:
         return self._presence.zone_of(shopper_id)
 
-    def anonymous_today(self, now: float) -> dict[str, int]:
-        """Distinct anonymous devices per zone in the current counting period (a day)."""
-        return self._anonymous.counts(now)
-
     def anonymous_store(self, now: float) -> tuple[int, list[int]]:
         """Distinct anonymous devices in the whole store today (each once, whatever the zones
         that heard it), and by the local hour each was first heard."""
@@ -303,6 +299,11 @@ class Sensing:
         self._emit(self._presence.tick(now))
         for zone, count in self._anonymous.counts(now).items():
             self._metrics.anonymous_devices.labels(zone=zone).set(count)
+        if self._anonymous.saturated:
+            self._warn.warning(
+                "anonymous_saturated",
+                "anonymous counting is full for today: new devices are not counted",
+            )
 
     def forget(self, shopper_id: str) -> None:
         """Consent withdrawn: out of the resolvers and out of every zone, at once."""

@@ -194,6 +194,16 @@ def test_a_late_reading_from_the_day_before_does_not_start_the_day_again() -> No
     assert c.hourly(86_400.0 + 6) == [1]
 
 
+def test_memory_is_bounded_whatever_the_air_holds() -> None:
+    c = AnonymousCounter(entropy=Entropy(), max_devices=3)
+    for i in range(10):  # a transmitter inventing addresses
+        c.observe("entrance", bytes([i]) * 6, 10.0)
+    c.observe("coffee", bytes([0]) * 6, 11.0)  # one already counted is still placed
+    assert c.total(12.0) == 3 and c.saturated
+    assert c.counts(12.0) == {"entrance": 3, "coffee": 1}
+    assert c.total(86_400.0) == 0 and not c.saturated  # a new day starts afresh
+
+
 # --- nothing raw is kept ----------------------------------------------------------
 
 

@@ -35,3 +35,12 @@ def test_a_new_key_period_starts_again_and_never_matches_old_digests() -> None:
     assert counter.counts(3595.0) == {"coffee": 1}
     counter.observe("coffee", b"a", 3605.0, -60)  # the next hour: a new key, old digests gone
     assert counter.counts(3606.0) == {"coffee": 1}
+
+
+def test_memory_is_bounded_and_quiet_devices_make_room() -> None:
+    counter = RecentCounter(window_s=120.0, max_devices=3)
+    for i in range(5):
+        counter.observe("coffee", bytes([i]) * 6, 0.0)
+    assert counter.counts(1.0) == {"coffee": 3}  # the 4th and 5th found no room
+    counter.observe("coffee", b"\x09" * 6, 200.0)  # the first three have gone quiet
+    assert counter.counts(200.0) == {"coffee": 1}

@@ -520,15 +520,18 @@ def _count(raw: Any) -> int:
     return value
 
 
-def bump_counter_in(txn: Any, db: Database, shopper_id: str, name: str, window: str) -> int:
-    """Add one to the shopper's counter ``name`` for ``window`` (e.g. a visit id or a local
-    date) inside ``txn`` and return the new count; 0, writing nothing, for an erased shopper."""
+def bump_counter_in(
+    txn: Any, db: Database, shopper_id: str, name: str, window: str, *, by: int = 1
+) -> int:
+    """Add ``by`` (one) to the shopper's counter ``name`` for ``window`` (e.g. a visit id or a
+    local date) inside ``txn`` and return the new count; 0, writing nothing, for an erased
+    shopper."""
     key = _counter_key(shopper_id, name, window)
     if db.erased_in(txn, shopper_id):
         return 0
     handle = db.handle("counters")
     raw = txn.get(key, db=handle)
-    count = (0 if raw is None else _count(raw)) + 1
+    count = (0 if raw is None else _count(raw)) + by
     txn.put(key, _U64.pack(count), db=handle)
     return count
 

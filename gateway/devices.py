@@ -31,6 +31,7 @@ from gateway.clock import Clock
 from gateway.consents import bump_counter_in
 from gateway.doors import DoorBook, DoorError, DoorLimits, parse_door_count
 from gateway.engine import has_holdout
+from gateway.errors import StoreError
 from gateway.learning import ALL
 from gateway.logs import RateLimitedLog
 from gateway.metrics import Metrics
@@ -147,8 +148,18 @@ class Devices:
         except DoorError as exc:
             self._drop("door", exc.reason, exc.detail, door=door)
             return
-        if not self.doors.apply(count, self._clock.now()):
+        now = self._clock.now()
+        entries = self.doors.apply(count, now)
+        if entries is None:
             self._drop("door", "too_many_doors", "the door book is full", door=door)
+        elif entries and self._today is not None:
+            try:
+                future = self._writer.submit(self._today.entries_op(entries, now))
+            except StoreError as exc:  # stopping
+                self._drop("door", "not_recorded", str(exc), door=door)
+                return
+            self._pending.add(future)
+            future.add_done_callback(partial(self._done, "door"))
 
     def _take_node_report(self, node: str, kind: str, payload: bytes) -> None:
         if self._known_nodes is not None and node not in self._known_nodes:
@@ -213,15 +224,15 @@ class Devices:
     def _submit(self, redemption: Redemption) -> None:
         future = asyncio.ensure_future(self.redeem(redemption))
         self._pending.add(future)
-        future.add_done_callback(self._done)
+        future.add_done_callback(partial(self._done, "pos"))
 
-    def _done(self, future: asyncio.Future[Any]) -> None:
+    def _done(self, source: str, future: asyncio.Future[Any]) -> None:
         self._pending.discard(future)
         if future.cancelled():
             return
         exc = future.exception()
-        if exc is not None:  # a store failure or a refused id: counted, the till is not told
-            self._drop("pos", "not_recorded", f"{type(exc).__name__}: {exc}")
+        if exc is not None:  # a store failure or a refused id: counted, the device is not told
+            self._drop(source, "not_recorded", f"{type(exc).__name__}: {exc}")
 
     def _drop(self, source: str, reason: str, detail: str, **fields: object) -> None:
         self._metrics.dropped.labels(source=source, reason=reason).inc()

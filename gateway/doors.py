@@ -12,16 +12,14 @@ Payload (JSON, UTF-8), topic ``{prefix}/{store}/doors/{door}/count``::
 ``in`` and ``out`` are cumulative since the counter started. Anonymous by construction.
 
 The book
-    Per door it keeps the local day (``utc_offset_h``) of its latest count and, for that day,
-    segments: a segment starts with the first count of the day, or with a count smaller than
-    the one before (the counter restarted), and ends with the latest count before the next
-    restart. Entries today are the sum over segments of ``last.in - first.in`` (the same for
-    ``out``). What a counter saw between its last count of a day and its first of the next, or
-    between a restart and its first count after, is not known and not guessed.
-
-    Each rise of ``in`` is also added to the local hour the count arrived in, for a per-hour
-    series (``hourly``). Days and hours are the gateway's clock at arrival: a counter's clock
-    is not trusted for ordering, as for scanner nodes.
+    :class:`DoorBook` keeps each door's latest count: a count's rise of ``in`` over the door's
+    previous one is that many entries, which the caller adds to today's tallies in the store
+    (``gateway.today``, metric ``door_entries``, by the local hour the count arrived in), so a
+    gateway restart loses none of the day's entries. A door's first count after the gateway
+    started, and a count smaller than the one before (the counter restarted), are a new
+    baseline: what a counter saw between its last count before and its first count after is
+    not known and not guessed. Days and hours are the gateway's clock at arrival: a counter's
+    clock is not trusted for ordering, as for scanner nodes.
 
 Bounds
     At most ``max_doors`` doors; a count from one more door is refused (``apply`` returns
@@ -108,28 +106,8 @@ def encode_door_count(count: DoorCount) -> bytes:
     )
 
 
-class _Door:
-    """One door's day: closed segments' totals, the open segment's first and latest count."""
-
-    __slots__ = ("day", "entered", "first", "hourly", "last", "left")
-
-    def __init__(self, day: dt.date, count: DoorCount) -> None:
-        self.day = day
-        self.entered = 0  # over closed segments
-        self.left = 0
-        self.first = count
-        self.last = count
-        self.hourly = [0] * 24
-
-    def entered_today(self) -> int:
-        return self.entered + self.last.entered - self.first.entered
-
-    def left_today(self) -> int:
-        return self.left + self.last.left - self.first.left
-
-
 class DoorBook:
-    """Entries and exits per door today, from cumulative counts (see the module notes).
+    """Each door's latest count, to turn cumulative counts into entries (module notes).
 
     One book belongs to one event loop; it is not thread-safe and needs no lock there."""
 
@@ -140,59 +118,33 @@ class DoorBook:
             raise ValueError("max_doors must be at least 1")
         self._offset = dt.timedelta(hours=utc_offset_h)
         self._max_doors = max_doors
-        self._doors: dict[str, _Door] = {}
+        self._doors: dict[str, tuple[dt.date, DoorCount]] = {}  # door: (local day, last count)
 
-    def _local(self, now: float) -> dt.datetime:
-        return dt.datetime.fromtimestamp(now, dt.UTC) + self._offset
+    def _day(self, now: float) -> dt.date:
+        return (dt.datetime.fromtimestamp(now, dt.UTC) + self._offset).date()
 
-    def apply(self, count: DoorCount, now: float) -> bool:
-        """Fold ``count`` (arrived at ``now``) in; False when it is one door too many."""
-        local = self._local(now)
-        door = self._doors.get(count.door)
-        if door is None:
+    def apply(self, count: DoorCount, now: float) -> int | None:
+        """Fold ``count`` (arrived at ``now``) in: the entries since the door's previous count
+        (0 for its first, or after the counter restarted); None when it is one door too
+        many."""
+        day = self._day(now)
+        seen = self._doors.get(count.door)
+        if seen is None and len(self._doors) >= self._max_doors:
+            # Doors that have not counted today make room (a door id invented once on the
+            # broker must not lock the real doors out for good).
+            for stale in [k for k, (d, _c) in self._doors.items() if d != day]:
+                del self._doors[stale]
             if len(self._doors) >= self._max_doors:
-                # Doors that have not counted today make room (a door id invented once on the
-                # broker must not lock the real doors out for good).
-                for stale in [k for k, d in self._doors.items() if d.day != local.date()]:
-                    del self._doors[stale]
-            if len(self._doors) >= self._max_doors:
-                return False
-            self._doors[count.door] = _Door(local.date(), count)
-            return True
-        if door.day != local.date():  # the first count of a new day starts the day afresh
-            self._doors[count.door] = _Door(local.date(), count)
-            return True
-        last = door.last
+                return None
+        self._doors[count.door] = (day, count)
+        if seen is None:
+            return 0
+        last = seen[1]
         if count.entered < last.entered or count.left < last.left:  # the counter restarted
-            door.entered, door.left = door.entered_today(), door.left_today()
-            door.first = count
-        else:
-            door.hourly[local.hour] += count.entered - last.entered
-        door.last = count
-        return True
+            return 0
+        return count.entered - last.entered
 
-    def entered_today(self, now: float) -> int | None:
-        """Entries today over every door; None when no door has counted today."""
-        today = self._today(now)
-        return sum(d.entered_today() for d in today) if today else None
-
-    def left_today(self, now: float) -> int | None:
-        """Exits today over every door; None when no door has counted today."""
-        today = self._today(now)
-        return sum(d.left_today() for d in today) if today else None
-
-    def hourly(self, now: float) -> list[int]:
-        """Entries per local hour today, from midnight to the current hour; empty when no
-        door has counted today."""
-        today = self._today(now)
-        if not today:
-            return []
-        hours = self._local(now).hour + 1
-        return [sum(d.hourly[h] for d in today) for h in range(hours)]
-
-    def doors(self) -> list[str]:
-        return sorted(self._doors)
-
-    def _today(self, now: float) -> list[_Door]:
-        day = self._local(now).date()
-        return [d for d in self._doors.values() if d.day == day]
+    def counted_today(self, now: float) -> bool:
+        """Has any door counted today (even zero entries)?"""
+        day = self._day(now)
+        return any(d == day for d, _c in self._doors.values())

@@ -14,6 +14,7 @@ Counted (each in the store's local day and hour, ``api.utc_offset_h``):
 ``redeemed:SIDE``  redemptions at the tills by attribution: ``treatment``, ``control`` or
                    ``unattributed`` (``gateway.redemptions.attribute``)
 ``redeemed_with_holdout``  of the treatment's, those of offers that keep a holdout
+``door_entries``   entries the door counters counted (each rise of a counter's ``in``)
 =================  ==========================================================================
 
 The conversion against the holdout compares ``redeemed_with_holdout / shown_with_holdout``
@@ -66,6 +67,7 @@ METRICS: Final = (
     "redeemed_with_holdout",
     "redeemed:control",
     "redeemed:unattributed",
+    "door_entries",
 )
 _MAX_SEEN: Final = 50_000  # ids kept to spare writes; past it, the per-shopper key decides
 _READ_EVERY_S: Final = 1.0
@@ -116,12 +118,13 @@ class Today:
 
     # ----- counting, in the caller's transaction -----
 
-    def bump_in(self, txn: Any, metric: str, t: float) -> None:
-        """One more of ``metric`` at ``t``, inside ``txn`` (the transaction recording it)."""
+    def bump_in(self, txn: Any, metric: str, t: float, by: int = 1) -> None:
+        """``by`` (one) more of ``metric`` at ``t``, inside ``txn`` (the transaction
+        recording it)."""
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}; expected one of {METRICS}")
         day, hour = self.keys(t)
-        bump_counter_in(txn, self._db, STORE, f"today:{metric}:h{hour:02d}", day)
+        bump_counter_in(txn, self._db, STORE, f"today:{metric}:h{hour:02d}", day, by=by)
 
     def shown_in(self, txn: Any, t: float, *, with_holdout: bool) -> None:
         """One offer shown at ``t``, inside ``txn``; ``with_holdout``: the offer keeps one."""
@@ -134,6 +137,14 @@ class Today:
         self.bump_in(txn, f"redeemed:{side}", t)
         if side == "treatment" and with_holdout:
             self.bump_in(txn, "redeemed_with_holdout", t)
+
+    def entries_op(self, entries: int, t: float) -> WriteOp[None]:
+        """A write operation adding door-counter ``entries`` at ``t``."""
+
+        def add(txn: Any) -> None:
+            self.bump_in(txn, "door_entries", t, entries)
+
+        return add
 
     # ----- recognitions -----
 

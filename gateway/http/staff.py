@@ -198,8 +198,14 @@ def read_gateway(gateway: Gateway) -> Reading:
         node_last_heard=heard,
         node_state=devices.nodes.states(),
         node_wifi_rssi=wifi,
-        door_entries=devices.doors.entered_today(now),
-        door_hourly=devices.doors.hourly(now),
+        door_entries=(
+            None
+            if today is None or not devices.doors.counted_today(now)
+            else today.total("door_entries")
+        ),
+        door_hourly=(
+            () if today is None else today.hourly["door_entries"][: gateway.today.keys(now)[1] + 1]
+        ),
         beacons=beacons,
         help=[h.view() for h in gateway.shoppers.helpdesk.alerts.values()],
         today=today,

@@ -58,58 +58,50 @@ def _count(entered: int, left: int = 0, door: str = "door-main") -> DoorCount:
     return DoorCount(door, entered, left)
 
 
-def test_entries_today_are_the_latest_minus_the_first_count_of_the_day() -> None:
+def test_each_count_gives_the_entries_since_the_doors_previous_one() -> None:
     book = DoorBook()
-    assert book.entered_today(MIDNIGHT + 3600) is None and book.hourly(MIDNIGHT + 3600) == []
-    book.apply(_count(400, 390), MIDNIGHT + 8 * 3600)
-    book.apply(_count(410, 395), MIDNIGHT + 8 * 3600 + 10)
-    book.apply(_count(430, 400), MIDNIGHT + 9 * 3600 + 5)
-    now = MIDNIGHT + 9 * 3600 + 30
-    assert book.entered_today(now) == 30 and book.left_today(now) == 10
-    hourly = book.hourly(now)
-    assert len(hourly) == 10 and hourly[8] == 10 and hourly[9] == 20 and sum(hourly) == 30
-    book.apply(_count(5, 2, door="door-back"), now)
-    book.apply(_count(9, 2, door="door-back"), now + 1)
-    assert book.entered_today(now + 1) == 34 and book.doors() == ["door-back", "door-main"]
+    assert not book.counted_today(MIDNIGHT + 3600)
+    rises = [
+        book.apply(_count(400, 390), MIDNIGHT + 8 * 3600),  # the first: a baseline
+        book.apply(_count(410, 395), MIDNIGHT + 8 * 3600 + 10),
+        book.apply(_count(430, 400), MIDNIGHT + 9 * 3600 + 5),
+        book.apply(_count(5, 2, door="door-back"), MIDNIGHT + 9 * 3600 + 6),
+        book.apply(_count(9, 2, door="door-back"), MIDNIGHT + 9 * 3600 + 7),  # doors apart
+    ]
+    assert rises == [0, 10, 20, 0, 4]
+    assert book.counted_today(MIDNIGHT + 9 * 3600 + 30)
 
 
-def test_a_counter_restart_starts_a_new_segment_and_segments_add_up() -> None:
+def test_a_counter_restart_is_a_new_baseline() -> None:
     book = DoorBook()
     t = MIDNIGHT + 10 * 3600
-    for i, entered in enumerate([100, 120, 3, 10, 0, 4]):  # restarts after 120 and after 10
-        book.apply(_count(entered), t + i)
-    assert book.entered_today(t + 10) == 20 + 7 + 4
-    assert sum(book.hourly(t + 10)) == 31
-    book.apply(_count(4, 0), t + 11)  # the same count again changes nothing
-    assert book.entered_today(t + 11) == 31
+    rises = [book.apply(_count(n), t + i) for i, n in enumerate([100, 120, 3, 10, 0, 4])]
+    assert rises == [0, 20, 0, 7, 0, 4]  # restarts after 120 and after 10
+    assert book.apply(_count(4, 0), t + 11) == 0  # the same count again adds nothing
+    assert book.apply(_count(4, 0), t + 12) == 0
 
 
-def test_local_midnight_starts_the_day_afresh() -> None:
+def test_counted_today_follows_the_stores_local_midnight() -> None:
     book = DoorBook(utc_offset_h=2.0)  # local midnight is 22:00 UTC the day before
     local_midnight = MIDNIGHT - 2 * 3600
     book.apply(_count(100), local_midnight - 20)
-    book.apply(_count(150), local_midnight - 10)
-    assert book.entered_today(local_midnight - 1) == 50
-    assert book.entered_today(local_midnight + 1) is None  # yesterday's counts are not today's
-    assert book.hourly(local_midnight + 1) == []
-    book.apply(_count(155), local_midnight + 5)
-    assert book.entered_today(local_midnight + 6) == 0
-    book.apply(_count(170), local_midnight + 15)
-    assert book.entered_today(local_midnight + 16) == 15
-    assert book.hourly(local_midnight + 16) == [15]
+    assert book.counted_today(local_midnight - 1)
+    assert not book.counted_today(local_midnight + 1)  # yesterday's count is not today's
+    assert book.apply(_count(150), local_midnight + 5) == 50  # counted today, as it arrived
+    assert book.counted_today(local_midnight + 6)
 
 
 def test_the_book_is_bounded() -> None:
     book = DoorBook(max_doors=1)
-    assert book.apply(_count(1, door="a"), MIDNIGHT)
-    assert not book.apply(_count(1, door="b"), MIDNIGHT)
-    assert book.apply(_count(2, door="a"), MIDNIGHT + 1)
+    assert book.apply(_count(1, door="a"), MIDNIGHT) == 0
+    assert book.apply(_count(1, door="b"), MIDNIGHT) is None
+    assert book.apply(_count(2, door="a"), MIDNIGHT + 1) == 1
     with pytest.raises(ValueError, match="max_doors"):
         DoorBook(max_doors=0)
 
 
 def test_doors_that_have_not_counted_today_make_room() -> None:
     book = DoorBook(max_doors=1)
-    assert book.apply(_count(1, door="invented"), MIDNIGHT - 3600)  # yesterday, local time
-    assert book.apply(_count(5, door="door-main"), MIDNIGHT + 60)  # today: the stale one goes
-    assert book.entered_today(MIDNIGHT + 60) == 0
+    assert book.apply(_count(1, door="invented"), MIDNIGHT - 3600) == 0  # yesterday
+    assert book.apply(_count(5, door="door-main"), MIDNIGHT + 60) == 0  # the stale one goes
+    assert book.counted_today(MIDNIGHT + 60)

@@ -130,3 +130,14 @@ async def test_a_shopper_forgotten_leaves_todays_set_and_is_not_counted_again(
     today.on_presence(ZoneEntered("alice", "coffee", T0 + 60, -60.0))  # consent back
     await today.drain()
     assert today.figures(T0 + 60).total("recognised") == 1
+
+
+async def test_door_entries_are_kept_in_the_store_across_a_restart(
+    db: Database, writer: Writer
+) -> None:
+    await writer.write(_today(db, writer).entries_op(7, T0))
+    await writer.write(_today(db, writer).entries_op(3, T0 + 3600))
+    again = _today(db, writer)  # a restart: only the store remembers
+    figures = again.figures(T0 + 3600)
+    assert figures.total("door_entries") == 10
+    assert figures.hourly["door_entries"][11:13] == (7, 3)

@@ -399,30 +399,34 @@ class Gateway:
         while True:
             self.ticked_at = time.monotonic()
             await asyncio.sleep(1.0)
-            self.sensing.tick()
-            self._load_templates()
-            try:
-                self.shoppers.recheck(self.clock.now())
-            except StoreError as exc:  # a failed read this second: the next tick tries again
-                self._warn.warning("recheck_failed", "consent recheck failed", error=str(exc))
-            self._publish_help()
-            # Re-decides every screen once a second: offers that start or end, consents that
-            # change while a shopper stands there; unchanged views are not re-sent.
-            self.kiosks.refresh_all()
-            for alert in self.sensing.fleet.check(self.clock.now()):
-                log.log(
-                    logging.INFO if alert.condition == "ok" else logging.WARNING,
-                    "fixed beacon condition changed",
-                    extra={
-                        "beacon": alert.beacon,
-                        "zone": alert.zone,
-                        "condition": alert.condition,
-                        "previous": alert.previous,
-                        "battery_mv": alert.battery_mv,
-                    },
-                )
-                self._pending_alerts[alert.beacon] = alert
-            self._flush_alerts()
+            self.tick_once()
+
+    def tick_once(self) -> None:
+        """The gateway's once-a-second work, whether or not anyone looks."""
+        self.sensing.tick()
+        self._load_templates()
+        try:
+            self.shoppers.recheck(self.clock.now())
+        except StoreError as exc:  # a failed read this second: the next tick tries again
+            self._warn.warning("recheck_failed", "consent recheck failed", error=str(exc))
+        self._publish_help()
+        # Re-decides every screen once a second: offers that start or end, consents that
+        # change while a shopper stands there; unchanged views are not re-sent.
+        self.kiosks.refresh_all()
+        for alert in self.sensing.fleet.check(self.clock.now()):
+            log.log(
+                logging.INFO if alert.condition == "ok" else logging.WARNING,
+                "fixed beacon condition changed",
+                extra={
+                    "beacon": alert.beacon,
+                    "zone": alert.zone,
+                    "condition": alert.condition,
+                    "previous": alert.previous,
+                    "battery_mv": alert.battery_mv,
+                },
+            )
+            self._pending_alerts[alert.beacon] = alert
+        self._flush_alerts()
 
     def _flush_alerts(self) -> None:
         while self._pending_alerts and self.link.is_up:

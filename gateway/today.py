@@ -200,7 +200,7 @@ class Today:
             self.not_recorded += 1
             log.warning("recognition not recorded", extra={"error": str(exc)})
         elif future.result():
-            self._cache = None  # the next reading shows it
+            self.forget_reading()  # the next reading shows it
 
     async def drain(self) -> None:
         """Wait for the recognitions in flight (before the writer stops)."""
@@ -208,6 +208,10 @@ class Today:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     # ----- reading -----
+
+    def forget_reading(self) -> None:
+        """The next :meth:`figures` reads the store again (benchmarks, tests)."""
+        self._cache = None
 
     def figures(self, now: float) -> DayFigures:
         """The day of ``now`` so far; read at most once a second (StoreError when the store

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html import escape
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -29,7 +30,7 @@ from gateway.errors import AuthError, RenderError, StoreError
 from gateway.http.api import error_response
 from gateway.http.api import routes as api_routes
 from gateway.http.openapi import openapi_document
-from gateway.http.staff import staff_routes
+from gateway.http.staff import StaffBoard, staff_routes
 from gateway.http.v1 import ENDPOINTS
 from gateway.metrics import CONTENT_TYPE, GatewayCollector
 from gateway.readiness import readiness
@@ -238,12 +239,12 @@ def create_app(config: Config, *, clock: Clock | None = None) -> Starlette:
     """The ASGI app. Nothing is opened until the server runs its lifespan."""
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         gateway = Gateway(config, clock=clock)
         app.state.gateway = gateway
         gateway.metrics.registry.register(_collector(gateway))
         async with gateway.running():
-            yield {"gateway": gateway}
+            yield {"gateway": gateway, "staff_board": StaffBoard(gateway)}
 
     routes = [
         # The screens' paths first: Starlette tries routes in order, and they are the busiest.

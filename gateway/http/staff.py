@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable
 from html import escape
 from typing import TYPE_CHECKING, Final
 
@@ -35,7 +37,7 @@ from gateway.tokens import Claims, check_not_revoked
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-__all__ = ["STAFF_COOKIE", "read_gateway", "staff_routes"]
+__all__ = ["STAFF_COOKIE", "StaffBoard", "read_gateway", "staff_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,32 @@ async def staff_stream(request: Request) -> Response:
     )
 
 
+class StaffBoard:
+    """The dashboard as its streams send it: read, built and encoded at most once a second
+    however many dashboards are open (one per app, in the lifespan state)."""
+
+    def __init__(self, gateway: Gateway, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._gateway = gateway
+        self._monotonic = clock
+        self._at = -math.inf
+        self._data = b""
+
+    def current(self) -> bytes:
+        now = self._monotonic()
+        if now - self._at >= POLL_S * 0.9:  # a second's tick may wake a little early
+            self._data, self._at = self.rebuild(), now
+        return self._data
+
+    def rebuild(self) -> bytes:
+        """The dashboard now, read afresh (what ``current`` does once a second)."""
+        gateway = self._gateway
+        return _json.encode(build(gateway.config, read_gateway(gateway)))
+
+
 async def _updates(request: Request, gateway: Gateway) -> AsyncIterator[bytes]:
     """The dashboard whenever it changes, a keep-alive comment when it did not for a while;
     ends when the token is no longer good or the gateway stops."""
+    board: StaffBoard = request.state.staff_board
     yield b"retry: 2000\n\n"
     last = b""
     quiet = 0.0
@@ -147,7 +172,7 @@ async def _updates(request: Request, gateway: Gateway) -> AsyncIterator[bytes]:
                 _claims(request, gateway)
             except AuthError:
                 return
-        data = _json.encode(build(gateway.config, read_gateway(gateway)))
+        data = board.current()
         if data != last:
             last, quiet = data, 0.0
             yield b"event: dashboard\ndata: %s\n\n" % data

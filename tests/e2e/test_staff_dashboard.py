@@ -23,6 +23,7 @@ from firmware_sim.adverts import ibeacon
 from firmware_sim.floorplan import gateway_config, load_scenario
 from firmware_sim.live import run_live
 from gateway.config import Config
+from gateway.http.staff import StaffBoard
 from gateway.learning import in_holdout
 from tests.e2e.test_api import EVERYTHING, at_the_coffee_kiosk, bearer, linked_alice
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, contrast
@@ -411,3 +412,17 @@ async def test_a_revoked_staff_token_ends_an_open_stream(
             await asyncio.wait_for(drained(), 10)
         again = await served.client.get("/staff/stream", headers=headers)
         assert again.status_code == 401
+
+
+@pytest.mark.mqtt
+async def test_open_dashboards_share_one_reading_a_second(
+    broker: Broker, make_config: Callable[..., Config]
+) -> None:
+    async with serve(make_config(broker.port)) as served:
+        now = [100.0]
+        board = StaffBoard(served.gateway, clock=lambda: now[0])
+        first = board.current()
+        assert board.current() is first  # a second stream in the same second: no new reading
+        now[0] += 1.0
+        assert board.current() is not first  # the next second reads the gateway again
+        assert json.loads(board.current())["store"] == served.gateway.config.store_id

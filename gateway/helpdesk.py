@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Final, Literal
 
@@ -105,6 +105,7 @@ class Due:
 
     shopper_id: str
     zone: str
+    entered_at: float = field(default=0.0, compare=False)
 
 
 class AckOutcome(Enum):
@@ -246,8 +247,13 @@ class HelpDesk:
         for shopper_id, (zone, entered_at) in list(self._watches.items()):
             if now - entered_at >= self._help_after[zone]:
                 del self._watches[shopper_id]
-                due.append(Due(shopper_id, zone))
+                due.append(Due(shopper_id, zone, entered_at))
         return due
+
+    def not_decided(self, due: Due) -> None:
+        """The caller could not check ``due``'s consent (a store error, in the same tick, before
+        any presence event): the watch stands again, due at the next tick."""
+        self._watches.setdefault(due.shopper_id, (due.zone, due.entered_at))
 
     # ----- staff -----
 

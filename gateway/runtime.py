@@ -101,7 +101,8 @@ class Gateway:
             renderer=self.renderer,
             today=self.today,
         )
-        self.shoppers.helpdesk.on_change.append(self._publish_help)
+        self.shoppers.helpdesk.on_change.append(self._help_changed)
+        self._help_soon = False
         self.shoppers.on_phone.append(self._push_phone)
         self.radio: BleakSource | None = None
         if config.radio.enabled:
@@ -270,6 +271,17 @@ class Gateway:
         self.today.on_presence(event)  # a first entry today: one more shopper recognised
         if self.events is not None:
             self.events.presence(event)
+
+    def _help_changed(self) -> None:
+        """The alerts changed: publish once, right after what changed them (escalations,
+        withdrawals and raises in one tick make one message, not one each)."""
+        if not self._help_soon:
+            self._help_soon = True
+            asyncio.get_running_loop().call_soon(self._publish_help_soon)
+
+    def _publish_help_soon(self) -> None:
+        self._help_soon = False
+        self._publish_help()
 
     def _publish_help(self) -> None:
         """Staff devices follow ``{prefix}/{store}/staff/alerts``: the retained list of open

@@ -751,11 +751,17 @@ class Shoppers:
         """Once a second: consents also change through HQ's stream (or expire); what waits on
         a consent that no longer allows it is withdrawn here. Staff alerts escalate, time
         out, and dwell alerts are raised (consent checked as they are)."""
-        for due in self.helpdesk.tick(now):
-            if self.consent(due.shopper_id).allows(Purpose.STAFF_ASSIST, now):
-                self.helpdesk.dwell(
-                    due.shopper_id, name=self._staff_name(due.shopper_id), zone=due.zone, now=now
-                )
+        dues = self.helpdesk.tick(now)
+        for i, due in enumerate(dues):
+            try:
+                allowed = self.consent(due.shopper_id).allows(Purpose.STAFF_ASSIST, now)
+                name = self._staff_name(due.shopper_id) if allowed else ""
+            except StoreError:
+                for undecided in dues[i:]:  # none is lost: they are due again next second
+                    self.helpdesk.not_decided(undecided)
+                raise
+            if allowed:
+                self.helpdesk.dwell(due.shopper_id, name=name, zone=due.zone, now=now)
         for shopper_id in self.helpdesk.shoppers():
             if not self.consent(shopper_id).allows(Purpose.STAFF_ASSIST, now):
                 self._withdraw_help(shopper_id)

@@ -39,6 +39,15 @@ def test_a_dwell_alert_is_raised_at_the_zones_threshold_not_before() -> None:
     assert raise_due(d, T0 + 500.0) == [] and d.alerts == {}
 
 
+def test_a_due_watch_whose_consent_could_not_be_read_is_due_again() -> None:
+    d = desk()
+    d.entered("alice", "coffee", T0)
+    [due] = d.tick(T0 + 60.0)
+    d.not_decided(due)  # a store error while reading the consent
+    assert raise_due(d, T0 + 61.0) == [Due("alice", "coffee")]
+    assert [a.since for a in d.alerts.values()] == [T0 + 61.0]
+
+
 def test_no_dwell_alert_in_a_zone_without_a_threshold() -> None:
     d = desk()
     d.entered("alice", "entrance", T0)

@@ -86,6 +86,7 @@ __all__ = [
     "LOCAL_CHANNELS",
     "MAX_DECISIONS",
     "SHOPPER_TOKEN_GENERATION",
+    "STORE_COUNTER",
     "ConsentChange",
     "RefusedChange",
     "append_ledger_in",
@@ -111,6 +112,12 @@ __all__ = [
     "sweep_counters_op",
     "validate_preferences",
 ]
+
+STORE_COUNTER: Final = "~store"
+"""The pseudo shopper the store-wide counters are kept under (``~`` starts no shopper id this
+store issues or a token subject accepts): the offers' caps and social proof
+(``gateway.moments``), the lift aggregates (``gateway.redemptions``), today's tallies
+(``gateway.today``)."""
 
 LocalChannel = Literal["app", "kiosk", "staff"]
 LOCAL_CHANNELS: Final = ("app", "kiosk", "staff")
@@ -534,6 +541,16 @@ def bump_counter_in(
     count = (0 if raw is None else _count(raw)) + by
     txn.put(key, _U64.pack(count), db=handle)
     return count
+
+
+def counters_at(db: Database, shopper_id: str, names: Sequence[str], window: str) -> list[int]:
+    """The shopper's counters ``names`` for ``window``, in one read transaction (0 for
+    one never bumped)."""
+    keys = [_counter_key(shopper_id, name, window) for name in names]
+    handle = db.handle("counters")
+    with _reading(db, "counters") as txn:
+        raws = [txn.get(key, db=handle) for key in keys]
+    return [0 if raw is None else _count(raw) for raw in raws]
 
 
 def counter(db: Database, shopper_id: str, name: str, window: str) -> int:

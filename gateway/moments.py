@@ -38,7 +38,7 @@ from beacons.presence import (
     ZoneEntered,
     ZoneLeft,
 )
-from gateway.consents import bump_counter_in, counter, decisions
+from gateway.consents import STORE_COUNTER, bump_counter_in, counter, decisions
 from gateway.engine import (
     Decision,
     LiveOffer,
@@ -59,7 +59,6 @@ __all__ = ["STORE_COUNTER", "Moments", "Showing"]
 
 log = logging.getLogger(__name__)
 
-STORE_COUNTER: Final = "~store"
 _MAX_SHOPPERS: Final = 10_000
 _MAX_SHOWN: Final = 256
 _MAX_STATIC: Final = 4096

@@ -70,7 +70,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from gateway.consents import MAX_DECISIONS, RefusedChange, counters, decisions
+from gateway.consents import MAX_DECISIONS, STORE_COUNTER, RefusedChange, counters, decisions
 from gateway.errors import PayloadError
 from gateway.payloads import decode_bounded
 from gateway.store import codec
@@ -86,7 +86,6 @@ __all__ = [
     "LANE_PATTERN",
     "PROTOCOL_VERSION",
     "SIDES",
-    "STORE_COUNTERS",
     "Attributed",
     "Attribution",
     "OfferTally",
@@ -107,8 +106,6 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_WINDOW_S: Final = 3 * 86_400.0
 HOLDOUT_RULE: Final = "holdout"
 """The rule name the engine writes in a decision's ``rejected`` for an offer held out."""
-STORE_COUNTERS: Final = "~store"
-"""The pseudo shopper id the lift aggregates are kept under in ``counters``."""
 DEDUP_COUNTERS: Final = "~redeemed"
 """The pseudo shopper id the receipts' de-duplication keys are kept under in ``counters``."""
 
@@ -236,7 +233,7 @@ def _offer_raw(offer_id: str) -> bytes:
 
 
 def _tally_key(offer_id: str, metric: str) -> bytes:
-    return b"\x00".join((STORE_COUNTERS.encode(), _offer_raw(offer_id), metric.encode()))
+    return b"\x00".join((STORE_COUNTER.encode(), _offer_raw(offer_id), metric.encode()))
 
 
 def _bump_in(txn: Any, db: Database, key: bytes) -> int:
@@ -283,7 +280,7 @@ def exposures(db: Database) -> dict[str, OfferTally]:
     """Every offer's aggregates, by offer id in order; an offer appears once something was
     counted for it. Rows of another shape under the pseudo shopper are ignored."""
     counts: dict[str, dict[str, int]] = {}
-    for (offer_id, metric), count in counters(db, STORE_COUNTERS).items():
+    for (offer_id, metric), count in counters(db, STORE_COUNTER).items():
         if metric in _FIELDS:
             counts.setdefault(offer_id, {})[metric.replace(":", "_")] = count
     return {offer: OfferTally(offer, **counts[offer]) for offer in sorted(counts)}

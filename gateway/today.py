@@ -39,25 +39,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import lmdb
-
 from beacons.presence import PresenceEvent, ZoneEntered
-from gateway.consents import bump_counter_in
+from gateway.consents import STORE_COUNTER, bump_counter_in, counters_at
 from gateway.errors import StoreError
 from gateway.store.database import Database
 from gateway.store.writer import WriteOp, Writer
 
-__all__ = ["METRICS", "STORE", "DayFigures", "Today", "hour_keys"]
+__all__ = ["METRICS", "DayFigures", "Today", "hour_keys"]
 
 log = logging.getLogger(__name__)
 
-STORE: Final = "~store"
 METRICS: Final = (
     "recognised",
     "shown",
@@ -71,7 +67,6 @@ METRICS: Final = (
 )
 _MAX_SEEN: Final = 50_000  # ids kept to spare writes; past it, the per-shopper key decides
 _READ_EVERY_S: Final = 1.0
-_U64: Final = struct.Struct(">Q")
 
 
 def hour_keys(t: float, utc_offset_h: float) -> tuple[str, int]:
@@ -124,7 +119,7 @@ class Today:
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}; expected one of {METRICS}")
         day, hour = self.keys(t)
-        bump_counter_in(txn, self._db, STORE, f"today:{metric}:h{hour:02d}", day, by=by)
+        bump_counter_in(txn, self._db, STORE_COUNTER, f"today:{metric}:h{hour:02d}", day, by=by)
 
     def shown_in(self, txn: Any, t: float, *, with_holdout: bool) -> None:
         """One offer shown at ``t``, inside ``txn``; ``with_holdout``: the offer keeps one."""
@@ -186,7 +181,7 @@ class Today:
         def recognise(txn: Any) -> bool:
             if bump_counter_in(txn, self._db, shopper_id, "recognised", day) != 1:
                 return False
-            bump_counter_in(txn, self._db, STORE, f"today:recognised:h{hour:02d}", day)
+            bump_counter_in(txn, self._db, STORE_COUNTER, f"today:recognised:h{hour:02d}", day)
             return True
 
         return recognise
@@ -227,25 +222,8 @@ class Today:
         return figures
 
     def _read(self, day: str) -> DayFigures:
-        handle = self._db.handle("counters")
-        prefix = STORE.encode() + b"\x00"
-        suffix = b"\x00" + day.encode()
-        hourly: dict[str, tuple[int, ...]] = {}
-        try:
-            with self._db.env.begin(db=handle, buffers=False) as txn:
-                for metric in METRICS:
-                    counts: list[int] = []
-                    for hour in range(24):
-                        raw = txn.get(prefix + f"today:{metric}:h{hour:02d}".encode() + suffix)
-                        counts.append(0 if raw is None else _count(raw))
-                    hourly[metric] = tuple(counts)
-        except lmdb.Error as exc:
-            raise StoreError(f"today's figures not read: {exc}") from exc
-        return DayFigures(day, hourly)
-
-
-def _count(raw: bytes) -> int:
-    if len(raw) != _U64.size:
-        raise StoreError(f"a counter holds {len(raw)} bytes, expected {_U64.size}")
-    value: int = _U64.unpack(raw)[0]
-    return value
+        names = [f"today:{m}:h{h:02d}" for m in METRICS for h in range(24)]
+        counts = counters_at(self._db, STORE_COUNTER, names, day)
+        return DayFigures(
+            day, {m: tuple(counts[i * 24 : (i + 1) * 24]) for i, m in enumerate(METRICS)}
+        )

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from beacons.presence import ZoneDwelling, ZoneEntered
-from gateway.consents import counter
+from gateway.consents import STORE_COUNTER, counter
 from gateway.store import Database, Writer
 from gateway.store.hlc import from_ms
 from gateway.sync.apply import erase_op
-from gateway.today import METRICS, STORE, Today, hour_keys
+from gateway.today import METRICS, Today, hour_keys
 
 # 2026-11-23 10:15 UTC; 11:15 in a store at UTC+1
 T0 = dt.datetime(2026, 11, 23, 10, 15, tzinfo=dt.UTC).timestamp()
@@ -53,7 +53,7 @@ async def test_counts_land_in_their_local_hour(db: Database, writer: Writer) -> 
     assert set(figures.hourly) == set(METRICS)
     assert all(len(series) == 24 for series in figures.hourly.values())
     # kept where the hourly sweep finds it: under the store's pseudo shopper, a day window
-    assert counter(db, STORE, "today:shown:h11", "day:2026-11-23") == 1
+    assert counter(db, STORE_COUNTER, "today:shown:h11", "day:2026-11-23") == 1
 
 
 def test_an_unknown_metric_is_refused(db: Database) -> None:

@@ -84,7 +84,7 @@ class Reading:
     occupancy: Mapping[str, int] = field(default_factory=dict)  # zone: devices heard just now
     present: Mapping[str, int] = field(default_factory=dict)  # zone: opted-in shoppers now
     showing: Mapping[str, str | None] = field(default_factory=dict)  # kiosk: offer title
-    node_last_heard: Mapping[str, float] | None = None  # None: not kept by this gateway
+    node_last_heard: Mapping[str, float] = field(default_factory=dict)  # node: last message
     node_state: Mapping[str, str] = field(default_factory=dict)  # node: online/offline, said
     node_wifi_rssi: Mapping[str, int | None] = field(default_factory=dict)  # last telemetry
     door_entries: int | None = None  # entries today over every door; None: no door counted
@@ -236,13 +236,10 @@ def node_status(node: str, reading: Reading) -> str:
     said = reading.node_state.get(node)
     if said == "offline":
         return "offline"
-    heard = None if reading.node_last_heard is None else reading.node_last_heard.get(node)
+    heard = reading.node_last_heard.get(node)
     if heard is not None:
         return "online" if reading.now - heard <= NODE_ONLINE_S else "silent"
-    if said == "online":
-        # Online by its own word; silent unless this gateway keeps no last-heard time at all.
-        return "online" if reading.node_last_heard is None else "silent"
-    return "unknown"
+    return "silent" if said == "online" else "unknown"  # online by its word, never heard
 
 
 def _help(reading: Reading, zone_names: Mapping[str, str]) -> list[HelpView]:

@@ -106,7 +106,6 @@ class Today:
         self._seen: set[str] = set()
         self._pending: set[asyncio.Future[bool]] = set()
         self._cache: tuple[float, DayFigures] | None = None
-        self.not_recorded = 0  # recognitions the store refused (logged)
 
     def keys(self, t: float) -> tuple[str, int]:
         return hour_keys(t, self._offset_h)
@@ -192,7 +191,6 @@ class Today:
             return
         exc = future.exception()
         if exc is not None:
-            self.not_recorded += 1
             log.warning("recognition not recorded", extra={"error": str(exc)})
         elif future.result():
             self.forget_reading()  # the next reading shows it

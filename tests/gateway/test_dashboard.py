@@ -109,11 +109,6 @@ def test_node_status_rules(said: str | None, heard_ago: float | None, status: st
     assert node_status("node-a", reading) == status
 
 
-def test_a_gateway_that_keeps_no_last_heard_time_believes_the_node() -> None:
-    assert node_status("node-a", Reading(now=0.0, node_state={"node-a": "online"})) == "online"
-    assert node_status("node-a", Reading(now=0.0, node_state={"node-a": "offline"})) == "offline"
-
-
 def test_nodes_carry_the_wifi_signal_of_their_last_telemetry() -> None:
     board = build(_config(), Reading(now=0.0, node_wifi_rssi={"node-a": -71, "node-b": None}))
     assert [n.wifi_rssi for n in board.nodes] == [-71, None]

@@ -32,10 +32,10 @@ from typing import Any
 
 import msgspec
 
-from beacons.backoff import Backoff
 from firmware_sim.bluez import FakeBlueZ
 from firmware_sim.floorplan import Scenario
 from firmware_sim.http_client import HttpClient, HttpError
+from firmware_sim.links import default_base_url, sim_link
 from firmware_sim.seeding import seed_records
 from firmware_sim.world import (
     AppSightings,
@@ -127,14 +127,14 @@ async def run_live(
         raise ValueError("speed must be positive")
     report = LiveReport()
     prefix = f"{config.broker.topic_prefix}/{config.store_id}"
-    devices = _link(config, f"moments-sim-devices-{config.store_id}", ())
+    devices = sim_link(config, f"moments-sim-devices-{config.store_id}", ())
     staff_topic = f"{prefix}/staff/alerts"
     phone_topic = f"{prefix}/phone/messages"
-    listener = _link(
+    listener = sim_link(
         config, f"moments-sim-staff-{config.store_id}", ((staff_topic, 1), (phone_topic, 1))
     )
     nodes = {
-        n.id: _link(
+        n.id: sim_link(
             config,
             n.id,
             (),
@@ -145,7 +145,7 @@ async def run_live(
     }
     links = [devices, listener, *nodes.values()]
     tasks = [asyncio.create_task(link.run(), name=f"sim-{link.name}") for link in links]
-    http = HttpClient(base_url or _default_base_url(config), connections=8, timeout_s=5.0)
+    http = HttpClient(base_url or default_base_url(config), connections=8, timeout_s=5.0)
     round_ = 0
     try:
         while True:
@@ -189,34 +189,6 @@ async def run_live(
         for link in links:
             await link.aclose()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _link(
-    config: Config,
-    client_id: str,
-    subscriptions: tuple[tuple[str, int], ...],
-    *,
-    will: Will | None = None,
-    birth: Will | None = None,
-) -> MqttLink:
-    return MqttLink(
-        name=client_id,
-        host=config.broker.host,
-        port=config.broker.port,
-        client_id=client_id,
-        subscriptions=subscriptions,
-        backoff=Backoff(0.2, 5.0),
-        session_expiry=0,
-        username=config.broker.username,
-        password=config.broker.password,
-        will=will,
-        birth=birth,
-    )
-
-
-def _default_base_url(config: Config) -> str:
-    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host  # noqa: S104
-    return f"http://{host}:{config.http.port}"
 
 
 async def _seed(config: Config, world: World) -> dict[str, str]:

@@ -55,9 +55,9 @@ from typing import Any, Final
 
 import msgspec
 
-from beacons.backoff import Backoff
 from firmware_sim.adverts import phone_noise
 from firmware_sim.http_client import HttpClient, HttpError
+from firmware_sim.links import default_base_url, sim_link
 from firmware_sim.load_plan import LoadPlan, add_arguments, owed, plan_from_args
 from firmware_sim.load_report import LoadReport, Tally
 from firmware_sim.load_shoppers import (
@@ -105,15 +105,6 @@ PROGRESS_LAG_S: Final = 0.02
 
 
 # ----- the report -----
-
-
-def _default_base_url(config: Config) -> str:
-    host = config.http.host
-    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 (listening everywhere: connect locally)
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.http.port}"
 
 
 def _node_ids(config: Config, count: int) -> tuple[list[str], bool]:
@@ -252,7 +243,7 @@ class _Load:
         self._strangers: dict[int, tuple[int, str, bytes]] = {}
         self._phases = [rng.uniform(0, STRANGER_ROTATE_S) for _ in range(plan.strangers)]
         self._beacons, self.beacons_known = _beacon_fields(config)
-        self.base_url = plan.base_url or _default_base_url(config)
+        self.base_url = plan.base_url or default_base_url(config)
         self._client = HttpClient(
             self.base_url, connections=HTTP_CONNECTIONS, timeout_s=HTTP_TIMEOUT_S
         )
@@ -529,20 +520,11 @@ async def run_load(
         if state is LinkState.UP:
             up.set()
 
-    broker = config.broker
-    link = MqttLink(
-        name="load",
-        host=broker.host,
-        port=broker.port,
-        client_id=f"moments-load-{config.store_id}-{os.urandom(3).hex()}",
-        subscriptions=(),
-        keepalive=broker.keepalive_s,
-        connect_timeout=min(broker.connect_timeout_s, connect_timeout_s),
-        backoff=Backoff(0.2, 2.0),
-        session_expiry=0,
-        username=broker.username,
-        password=broker.password,
+    link = sim_link(
+        config,
+        f"moments-load-{config.store_id}-{os.urandom(3).hex()}",
         on_state=on_state,
+        connect_timeout_s=connect_timeout_s,
     )
     link_task = asyncio.create_task(link.run(), name="load-mqtt")
     try:
@@ -551,7 +533,7 @@ async def run_load(
                 await up.wait()
         except TimeoutError:
             raise LinkError(
-                f"no broker reachable at {broker.host}:{broker.port} within "
+                f"no broker reachable at {config.broker.host}:{config.broker.port} within "
                 f"{connect_timeout_s:g} s ({link.last_error or 'no answer'})"
             ) from None
         shoppers = await set_up_shoppers(

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 
-from beacons.backoff import Backoff
+from firmware_sim.links import sim_link
 from firmware_sim.radio import Radio
 from firmware_sim.scenario import DEVICES, NODES, ROUND_S, demo_records, position
 from firmware_sim.seeding import seed_records
@@ -64,15 +64,7 @@ async def run_demo_store(
 ) -> None:
     if seed_store:
         await _seed(config)
-    link = MqttLink(
-        name="sim",
-        host=config.broker.host,
-        port=config.broker.port,
-        client_id=f"moments-sim-{config.store_id}",
-        subscriptions=(),
-        backoff=Backoff(0.2, 5.0),
-        session_expiry=0,
-    )
+    link = sim_link(config, f"moments-sim-{config.store_id}")
     store = ScriptedStore(store_id=config.store_id, prefix=config.broker.topic_prefix, seed=seed)
     runner = asyncio.create_task(link.run(), name="sim-link")
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.errors import BenchError
 from bench.results import Result
 from firmware_sim.floorplan import load_scenario
 from firmware_sim.replay import run_replay
@@ -63,14 +64,17 @@ def run(settings: Settings, say: Callable[[str], None]) -> list[Result]:
         f"{gateway.recall:.3f}), naive {naive.f1:.3f}; flaps/shopper-hour "
         f"{gateway.flaps_per_shopper_hour:.2f} vs {naive.flaps_per_shopper_hour:.2f}"
     )
+    if gateway.delay_p95_s is None or naive.delay_p95_s is None:
+        # Nothing matched: no delay to report (0.0 would read as the best possible one).
+        raise BenchError(f"{DELAY_NAME}: no entry detected on time, so no delay to measure")
     return [
         Result(F1_NAME, gateway.f1, "f1", "naive_strongest_rssi", naive.f1, True, digits=4),
         Result(
             DELAY_NAME,
-            gateway.delay_p95_s or 0.0,
+            gateway.delay_p95_s,
             "s",
             "naive_strongest_rssi",
-            naive.delay_p95_s or 1e-9,
+            max(naive.delay_p95_s, 1e-9),
             False,
             digits=2,
         ),
